@@ -1,0 +1,75 @@
+"""Domain errors. Each carries what is needed to explain it; the CLI and the bot translate them."""
+
+from __future__ import annotations
+
+
+class VdxError(Exception):
+    """Base of every error meant to be shown to a person (CLI message, chat reply)."""
+
+
+class ConfigError(VdxError):
+    """A setting in the environment is malformed."""
+
+
+class ModelLoadError(VdxError):
+    """The CLIP model named by ``VDX_CLIP_MODEL`` could not be loaded."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        self.model = model
+        self.reason = reason
+        super().__init__(
+            f"cannot load the CLIP model {model!r} (VDX_CLIP_MODEL): {reason}. "
+            "An offline machine needs a local model directory: set VDX_CLIP_MODEL to a folder "
+            "saved with CLIPModel.save_pretrained() and CLIPProcessor.save_pretrained()."
+        )
+
+
+class StoreError(VdxError):
+    """The vector database rejected a request."""
+
+
+class StoreUnavailable(StoreError):
+    """The vector database cannot be reached (server down, wrong URL)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the vector database at {url} is unavailable: {reason}")
+
+
+class DatabaseLocked(StoreUnavailable):
+    """Another process holds the embedded database directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        VdxError.__init__(
+            self,
+            f"the embedded database at {path} is in use by another vdx process; stop it, "
+            "or use a ClickHouse server via VDX_DB_URL",
+        )
+        self.url = f"chdb://{path}"
+        self.reason = "locked"
+
+
+class DimensionMismatch(StoreError):
+    """Vectors of one size met a table or model of another."""
+
+    def __init__(self, expected: int, got: int, where: str) -> None:
+        self.expected = expected
+        self.got = got
+        super().__init__(f"{where}: expected {expected}-d vectors, got {got}-d")
+
+
+class EmptyDataset(VdxError):
+    """The image table holds nothing yet."""
+
+    def __init__(self) -> None:
+        super().__init__("no images yet — run `vdx ingest` first")
+
+
+class IngestError(VdxError):
+    """An ingest source cannot be read (missing file, wrong columns)."""
+
+
+class BadConcept(VdxError):
+    """A concept text the encoder cannot use (empty, whitespace only)."""
