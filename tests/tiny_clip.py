@@ -23,7 +23,7 @@ def write_clip_tokenizer_files(out: Path) -> tuple[Path, Path]:
     """Write CLIP's ``vocab.json`` and ``merges.txt`` (49,408 tokens) from the BPE file."""
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    lines = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")
+    lines = gzip.decompress(_bpe_path().read_bytes()).decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1 : 49152 - 256 - 2 + 1]]
     vocab = list(bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab]
