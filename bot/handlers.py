@@ -1,0 +1,439 @@
+"""Telegram handlers: read the update, make one call into core, reply; domain errors become replies.
+
+Updates are processed concurrently (a slow round in one chat must not delay button answers in
+another); a per-chat lock keeps a chat's own session changes (new concept, refine, results, stop)
+in order. Model and vector-database work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import io
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from telegram import Bot, CallbackQuery, Chat, InputFile, Message, Update
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import BadRequest, TelegramError
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from bot import keyboards, texts
+from bot.albums import AlbumSender
+from core.config import Settings
+from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
+from core.explorer import Explorer, ExplorerSession
+from core.records import Hit, Scored
+from core.state import NoSession, RoundItem, Session, StaleRound, State, Tally
+
+log = logging.getLogger(__name__)
+
+Context = ContextTypes.DEFAULT_TYPE
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
+GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+ADMINS = (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+
+class UnreadablePhoto(VdxError):
+    """A photo sent to the bot that PIL cannot decode."""
+
+    def __init__(self) -> None:
+        super().__init__(texts.IMAGE_UNREADABLE)
+
+
+def error_text(e: VdxError) -> str:
+    """The chat reply for a domain error."""
+    if isinstance(e, StoreUnavailable):
+        return texts.STORE_DOWN
+    if isinstance(e, EmptyDataset):
+        return texts.NO_IMAGES
+    if isinstance(e, BadConcept):
+        return texts.EMPTY_CONCEPT
+    if isinstance(e, StaleRound):
+        return texts.NO_LONGER_ACTIVE
+    if isinstance(e, NoSession):
+        return texts.NO_SESSION
+    return str(e)
+
+
+def replies_on_error(fn: Handler) -> Handler:
+    """Turn a :class:`VdxError` raised by a handler into a reply in the chat (or the callback's answer)."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Handlers, update: Update, context: Context) -> None:
+        try:
+            await fn(self, update, context)
+        except VdxError as e:
+            if isinstance(e, StoreUnavailable):
+                log.warning("vector database unavailable: %s", e)
+            query = update.callback_query
+            if isinstance(e, StaleRound) and query is not None:
+                await query.answer(texts.NO_LONGER_ACTIVE)
+            elif update.effective_chat is not None:
+                await context.bot.send_message(update.effective_chat.id, error_text(e))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
+    session = explorer.start_text(concept)
+    return session, explorer.next_batch(session, k)
+
+
+def _photo_round(explorer: Explorer, data: bytes, concept: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            image = im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise UnreadablePhoto() from e
+    session = explorer.start_image(image, concept)
+    return session, explorer.next_batch(session, k)
+
+
+def _refit_round(
+    explorer: Explorer, session: Session, labels: dict[str, int], k: int
+) -> tuple[np.ndarray, list[Hit]]:
+    es = explorer.resume(session.concept, session.prior, session.weights, {})
+    weights = explorer.fit(es, labels)
+    return weights, explorer.next_batch(es, k)
+
+
+def _results(explorer: Explorer, session: Session, labels: dict[str, int], k: int) -> list[Scored]:
+    return explorer.top(explorer.resume(session.concept, session.prior, session.weights, labels), k)
+
+
+class Handlers:
+    """The bot's handlers, bound to one explorer and one state database."""
+
+    def __init__(self, settings: Settings, explorer: Explorer, state: State | None = None) -> None:
+        self.settings = settings
+        self.explorer = explorer
+        self._state = state
+        self.albums = AlbumSender(settings, lambda: self.state)
+        self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._edit_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._edits_waiting: defaultdict[int, int] = defaultdict(int)
+
+    @property
+    def state(self) -> State:
+        """The open state database (opened in ``post_init``)."""
+        if self._state is None:
+            raise RuntimeError(
+                "the state database is not open: start the application with running() or run_bot()"
+            )
+        return self._state
+
+    async def open(self, app: Any = None) -> None:
+        """``post_init``: open the state database unless one was given."""
+        if self._state is None:
+            self._state = await State.open(self.settings.state_path)
+
+    async def close(self, app: Any = None) -> None:
+        """``post_shutdown``: close the state database."""
+        if self._state is not None:
+            await self._state.close()
+
+    # --- guards ---------------------------------------------------------------------------------
+
+    async def guard(self, update: object, context: Context) -> None:
+        """Refuse chats outside ``VDX_ALLOWED_CHATS`` (when it is set) before any other handler runs."""
+        allowed = self.settings.allowed_chats
+        if not allowed or not isinstance(update, Update) or update.effective_chat is None:
+            return
+        if update.effective_chat.id in allowed:
+            return
+        if update.callback_query is not None:
+            await update.callback_query.answer(texts.NOT_ALLOWED)
+        elif update.effective_message is not None:
+            await update.effective_message.reply_text(texts.NOT_ALLOWED)
+        raise ApplicationHandlerStop()
+
+    # --- commands -------------------------------------------------------------------------------
+
+    async def help(self, update: Update, context: Context) -> None:
+        """``/start`` and ``/help``: what the bot does and its commands."""
+        await _message(update).reply_text(texts.HELP)
+
+    @replies_on_error
+    async def find(self, update: Update, context: Context) -> None:
+        """``/find <concept>`` (or ``/find`` in reply to a photo) starts a session."""
+        msg = _message(update)
+        parts = (msg.text or "").split(maxsplit=1)
+        concept = parts[1] if len(parts) > 1 else ""
+        replied = msg.reply_to_message
+        if not concept.strip() and replied is not None and replied.photo:
+            await self._start_photo(update, context.bot, replied, texts.PHOTO_CONCEPT)
+            return
+        await self._start_text(update, context.bot, concept)
+
+    @replies_on_error
+    async def text(self, update: Update, context: Context) -> None:
+        """A plain text message in a private chat is a concept."""
+        await self._start_text(update, context.bot, _message(update).text or "")
+
+    @replies_on_error
+    async def photo(self, update: Update, context: Context) -> None:
+        """A photo starts a session from that image (its caption, if any, names the concept)."""
+        msg = _message(update)
+        caption = (msg.caption or "").split(maxsplit=1)
+        if caption and caption[0].startswith("/"):
+            caption = caption[1:]
+        await self._start_photo(update, context.bot, msg, " ".join(caption).strip() or texts.PHOTO_CONCEPT)
+
+    @replies_on_error
+    async def more(self, update: Update, context: Context) -> None:
+        """``/more``: refit on the chat's labels and send the next round."""
+        await self._refine(context.bot, _chat(update).id)
+
+    @replies_on_error
+    async def results(self, update: Update, context: Context) -> None:
+        """``/results``: the best images by the current classifier."""
+        await self._results(context.bot, _chat(update).id)
+
+    @replies_on_error
+    async def reset(self, update: Update, context: Context) -> None:
+        """``/reset``: end the chat's session (group admins only)."""
+        chat = _chat(update)
+        if not await self._may_stop(context.bot, chat, update):
+            await _message(update).reply_text(texts.ONLY_ADMINS)
+            return
+        await self._stop(context.bot, chat.id)
+
+    @replies_on_error
+    async def stats(self, update: Update, context: Context) -> None:
+        """``/stats``: concept, rounds, labels, voters (and agreement in groups)."""
+        chat = _chat(update)
+        session = await self.state.latest_session(chat.id)
+        if session is None:
+            await _message(update).reply_text(texts.NO_SESSION_YET)
+            return
+        stats = await self.state.stats(session.id)
+        await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
+
+    @replies_on_error
+    async def export(self, update: Update, context: Context) -> None:
+        """``/export``: ``labels.csv`` (one column per voter) and ``classifier.json``."""
+        chat = _chat(update)
+        session = await self.state.latest_session(chat.id)
+        if session is None:
+            await _message(update).reply_text(texts.NO_SESSION_YET)
+            return
+        export = await self.state.export(session.id)
+        bot = context.bot
+        await bot.send_document(chat.id, InputFile(export.labels_csv().encode(), filename="labels.csv"))
+        await bot.send_document(
+            chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
+        )
+
+    async def unknown(self, update: Update, context: Context) -> None:
+        """Any other command (not one addressed to another bot in a group)."""
+        msg = _message(update)
+        command = (msg.text or "").split(maxsplit=1)[0] if msg.text else ""
+        _, _, addressee = command.partition("@")
+        if addressee and addressee.lower() != (context.bot.username or "").lower():
+            return
+        await msg.reply_text(texts.UNKNOWN_COMMAND)
+
+    # --- buttons --------------------------------------------------------------------------------
+
+    @replies_on_error
+    async def button(self, update: Update, context: Context) -> None:
+        """Any inline button: a 👍/👎 vote or a control; forged or stale data is answered as inactive."""
+        query = _query(update)
+        press = keyboards.parse(query.data)
+        if isinstance(press, keyboards.VotePress):
+            await self._vote(context.bot, query, press)
+        else:
+            await self._control(context.bot, update, query, press)
+
+    async def _vote(self, bot: Bot, query: CallbackQuery, press: keyboards.VotePress) -> None:
+        if query.message is None:
+            raise StaleRound(press.round_id)
+        user = query.from_user
+        outcome = await self.state.toggle_vote(
+            press.round_id,
+            press.position,
+            user.id,
+            press.vote,
+            user.full_name or user.username or "",
+            chat_id=query.message.chat.id,
+        )
+        # the vote is committed: answer now, the keyboard edit can follow
+        await query.answer(texts.vote_answer(press.position, outcome.vote))
+        await self._refresh_keyboard(query, outcome.round_id)
+
+    async def _refresh_keyboard(self, query: CallbackQuery, round_id: int) -> None:
+        """Show current counts; of several presses waiting to edit the same keyboard only the last edits."""
+        self._edits_waiting[round_id] += 1
+        async with self._edit_locks[round_id]:
+            self._edits_waiting[round_id] -= 1
+            if self._edits_waiting[round_id] > 0:
+                return  # a later press will edit with counts that include this one
+            self._edits_waiting.pop(round_id, None)
+            tallies = await self.state.tallies(round_id)
+            try:
+                await query.edit_message_reply_markup(keyboards.round_keyboard(round_id, tallies))
+            except BadRequest as e:
+                if "not modified" not in e.message.lower():
+                    raise
+
+    async def _control(
+        self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.ControlPress
+    ) -> None:
+        rnd = await self.state.active_round(press.round_id)
+        chat = _chat(update)
+        if rnd.chat_id != chat.id:
+            raise StaleRound(press.round_id)
+        if press.action == "stop":
+            if not await self._may_stop(bot, chat, update):
+                await query.answer(texts.ONLY_ADMINS, show_alert=True)
+                return
+            await query.answer()
+            await self._stop(bot, chat.id)
+        elif press.action == "refine":
+            await query.answer("Refining…")
+            await self._refine(bot, chat.id)
+        else:
+            await query.answer("Ranking…")
+            await self._results(bot, chat.id)
+
+    # --- the flow -------------------------------------------------------------------------------
+
+    async def _start_text(self, update: Update, bot: Bot, concept: str) -> None:
+        chat = _chat(update).id
+        if not concept.strip():
+            raise BadConcept(texts.EMPTY_CONCEPT)
+        async with self._chat_locks[chat]:
+            es, hits = await asyncio.to_thread(_first_round, self.explorer, concept, self.settings.album_size)
+            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+            await self._send_round(bot, session, hits)
+        if es.truncated:
+            await _message(update).reply_text(texts.TRUNCATED)
+
+    async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
+        chat = _chat(update).id
+        biggest = max(msg.photo, key=lambda p: p.width * p.height)
+        data = bytes(await (await biggest.get_file()).download_as_bytearray())
+        async with self._chat_locks[chat]:
+            es, hits = await asyncio.to_thread(
+                _photo_round, self.explorer, data, concept, self.settings.album_size
+            )
+            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+            await self._send_round(bot, session, hits)
+
+    async def _refine(self, bot: Bot, chat: int) -> None:
+        async with self._chat_locks[chat]:
+            session = await self._active(chat)
+            labels = await self.state.labels(session.id)
+            weights, hits = await asyncio.to_thread(
+                _refit_round, self.explorer, session, labels, self.settings.album_size
+            )
+            await self.state.save_weights(session.id, weights, len(labels))
+            await self._send_round(bot, session, hits)
+
+    async def _results(self, bot: Bot, chat: int) -> None:
+        async with self._chat_locks[chat]:
+            session = await self._active(chat)
+            labels = await self.state.labels(session.id)
+            top = await asyncio.to_thread(_results, self.explorer, session, labels, self.settings.album_size)
+            items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(top)]
+            sent = await self.albums.send(
+                bot, chat, items, lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption)
+            )
+            rnd = await self.state.add_round(session.id, "results", sent.items)
+            await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
+            if not sent.items:
+                await bot.send_message(chat, texts.NO_PHOTOS_SENT)
+
+    async def _stop(self, bot: Bot, chat: int) -> None:
+        async with self._chat_locks[chat]:
+            session = await self.state.end_session(chat)
+        await bot.send_message(chat, texts.stopped(session.concept) if session else texts.NO_SESSION)
+
+    async def _send_round(self, bot: Bot, session: Session, hits: Sequence[Hit]) -> None:
+        """The album, then the round (recorded), then its voting keyboard."""
+        items = [RoundItem(i + 1, h.id, h.url, h.caption, h.source) for i, h in enumerate(hits)]
+        sent = await self.albums.send(
+            bot, session.chat_id, items, lambda it: texts.round_caption(it.position, it.caption)
+        )
+        if not sent.items:
+            await bot.send_message(session.chat_id, texts.NO_PHOTOS_SENT)
+            return
+        rnd = await self.state.add_round(session.id, "round", sent.items)
+        keyboard = await bot.send_message(
+            session.chat_id,
+            texts.round_message(session.concept, rnd.number),
+            reply_markup=keyboards.round_keyboard(
+                rnd.id, [Tally(it.position, it.image_id) for it in rnd.items]
+            ),
+        )
+        await self.state.mark_round(rnd.id, sent.status, sent.message_ids, keyboard.message_id)
+        if sent.status == "unknown":
+            await bot.send_message(session.chat_id, texts.ROUND_MAYBE_LOST)
+
+    async def _active(self, chat: int) -> Session:
+        session = await self.state.active_session(chat)
+        if session is None:
+            raise NoSession(chat)
+        return session
+
+    async def _may_stop(self, bot: Bot, chat: Chat, update: Update) -> bool:
+        """Anyone in a private chat; in groups only administrators and the owner."""
+        if chat.type not in GROUPS:
+            return True
+        user = update.effective_user
+        if user is None:
+            return False
+        member = await bot.get_chat_member(chat.id, user.id)
+        return member.status in ADMINS
+
+    # --- errors ---------------------------------------------------------------------------------
+
+    async def on_error(self, update: object, context: Context) -> None:
+        """Log every unexpected error with its traceback; tell the chat something went wrong."""
+        log.error("error while handling an update", exc_info=context.error)
+        if isinstance(context.error, TelegramError) or not isinstance(update, Update):
+            return  # Telegram itself is failing: a reply would most likely fail too
+        if update.callback_query is not None:
+            with _quietly():
+                await update.callback_query.answer(texts.FAILED)
+        if update.effective_chat is not None:
+            with _quietly():
+                await context.bot.send_message(update.effective_chat.id, texts.FAILED)
+
+
+class _quietly:
+    """Suppress (and log) Telegram errors while reporting another error: never raise from the handler."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if isinstance(exc, TelegramError):
+            log.warning("could not tell the chat about an error: %s", exc)
+            return True
+        return False
+
+
+def _message(update: Update) -> Message:
+    msg = update.effective_message
+    if msg is None:
+        raise RuntimeError("this handler needs a message")
+    return msg
+
+
+def _chat(update: Update) -> Chat:
+    chat = update.effective_chat
+    if chat is None:
+        raise RuntimeError("this handler needs a chat")
+    return chat
+
+
+def _query(update: Update) -> CallbackQuery:
+    if update.callback_query is None:
+        raise RuntimeError("this handler needs a callback query")
+    return update.callback_query

@@ -1,0 +1,95 @@
+"""Inline keyboards and their ``callback_data``: short, and resolvable from SQLite after a restart.
+
+A vote button carries ``v:<round id>:<position>:u|d`` and a control button ``c:<round id>:r|t|s``
+(refine, top results, stop); everything else about the round is looked up in the state database,
+so the data stays far below Telegram's 64-byte limit and old buttons keep working.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+from core.state import StaleRound, Tally
+
+REFINE, RESULTS, STOP = "🔁 Refine", "⭐ Results", "⏹ Stop"
+IMAGES_PER_ROW = 2  # two images -> four buttons per row: readable on a phone, with counts
+MAX_CALLBACK_BYTES = 64
+
+Action = Literal["refine", "results", "stop"]
+_ACTION_CODES: dict[Action, str] = {"refine": "r", "results": "t", "stop": "s"}
+_CODE_ACTIONS: dict[str, Action] = {v: k for k, v in _ACTION_CODES.items()}
+_VOTE = re.compile(r"v:(\d{1,19}):(\d{1,2}):([ud])")
+_CONTROL = re.compile(r"c:(\d{1,19}):([rts])")
+
+
+@dataclass(frozen=True)
+class VotePress:
+    """A 👍/👎 button: ``vote`` is +1 or -1 for the image at ``position`` of round ``round_id``."""
+
+    round_id: int
+    position: int
+    vote: int
+
+
+@dataclass(frozen=True)
+class ControlPress:
+    """A control-row button of round ``round_id``."""
+
+    round_id: int
+    action: Action
+
+
+def vote_data(round_id: int, position: int, vote: int) -> str:
+    """``callback_data`` of a vote button."""
+    return f"v:{round_id}:{position}:{'u' if vote > 0 else 'd'}"
+
+
+def control_data(round_id: int, action: Action) -> str:
+    """``callback_data`` of a control button."""
+    return f"c:{round_id}:{_ACTION_CODES[action]}"
+
+
+def parse(data: str | None) -> VotePress | ControlPress:
+    """Decode ``callback_data``; anything this bot did not make raises :class:`StaleRound`."""
+    text = data or ""
+    if m := _VOTE.fullmatch(text):
+        return VotePress(int(m[1]), int(m[2]), 1 if m[3] == "u" else -1)
+    if m := _CONTROL.fullmatch(text):
+        return ControlPress(int(m[1]), _CODE_ACTIONS[m[2]])
+    raise StaleRound()
+
+
+def _count(n: int) -> str:
+    return f" ·{n}" if n else ""
+
+
+def round_keyboard(round_id: int, tallies: Sequence[Tally]) -> InlineKeyboardMarkup:
+    """👍 i / 👎 i for each image (with vote counts once there are any), then the control row."""
+    buttons = [
+        (
+            InlineKeyboardButton(
+                f"👍 {t.position}{_count(t.up)}", callback_data=vote_data(round_id, t.position, 1)
+            ),
+            InlineKeyboardButton(
+                f"👎 {t.position}{_count(t.down)}", callback_data=vote_data(round_id, t.position, -1)
+            ),
+        )
+        for t in tallies
+    ]
+    rows = [
+        [b for pair in buttons[i : i + IMAGES_PER_ROW] for b in pair]
+        for i in range(0, len(buttons), IMAGES_PER_ROW)
+    ]
+    rows.append(
+        [
+            InlineKeyboardButton(REFINE, callback_data=control_data(round_id, "refine")),
+            InlineKeyboardButton(RESULTS, callback_data=control_data(round_id, "results")),
+            InlineKeyboardButton(STOP, callback_data=control_data(round_id, "stop")),
+        ]
+    )
+    return InlineKeyboardMarkup(rows)

@@ -1,0 +1,695 @@
+"""Chat state in SQLite: sessions, rounds, per-user votes, classifier weights and Telegram file ids.
+
+Everything a chat has taught lives here, so a restarted bot continues every session and buttons on
+old messages keep working. Labels, tallies and stats are computed here (not in the bot): an image's
+label within a session is the sign of the sum of its voters' votes, a tie leaves it unlabelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import aiosqlite
+import numpy as np
+
+from core.errors import VdxError
+
+RoundKind = Literal["round", "results"]
+RoundStatus = Literal["pending", "sent", "unknown", "failed"]
+
+
+class StaleRound(VdxError):
+    """A button points at a round that does not exist or whose session has ended."""
+
+    def __init__(self, round_id: int | None = None) -> None:
+        self.round_id = round_id
+        super().__init__("this round is no longer active")
+
+
+class NoSession(VdxError):
+    """The chat has no session (active, or at all) to act on."""
+
+    def __init__(self, chat_id: int) -> None:
+        self.chat_id = chat_id
+        super().__init__("there is no active session in this chat")
+
+
+@dataclass(frozen=True, eq=False)  # compared by id: numpy arrays have no truth value
+class Session:
+    """One concept being taught in one chat; ``weights`` is the current classifier vector."""
+
+    id: int
+    chat_id: int
+    concept: str
+    prior: np.ndarray
+    weights: np.ndarray
+    started_at: float
+    ended_at: float | None
+    active: bool
+
+    @property
+    def dim(self) -> int:
+        return int(self.prior.shape[0])
+
+
+@dataclass(frozen=True)
+class RoundItem:
+    """One image shown at ``position`` (1-based) in a round."""
+
+    position: int
+    image_id: str
+    url: str
+    caption: str = ""
+    source: str = ""
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Round:
+    """An album sent to a chat: a labelling round (numbered 1, 2, ...) or a results album."""
+
+    id: int
+    session_id: int
+    chat_id: int
+    number: int
+    kind: RoundKind
+    items: list[RoundItem]
+    status: RoundStatus = "pending"
+    album_message_ids: list[int] = field(default_factory=list)
+    keyboard_message_id: int | None = None
+    created_at: float = 0.0
+
+    def item(self, position: int) -> RoundItem:
+        """The image at ``position``; :class:`StaleRound` if there is none."""
+        for it in self.items:
+            if it.position == position:
+                return it
+        raise StaleRound(self.id)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """Votes on one image of a round, over the whole session (an image can recur in rounds)."""
+
+    position: int
+    image_id: str
+    up: int = 0
+    down: int = 0
+
+
+@dataclass(frozen=True)
+class VoteOutcome:
+    """What a button press did: the user's vote on the image now (+1, -1, or 0 = removed)."""
+
+    round_id: int
+    session_id: int
+    position: int
+    image_id: str
+    vote: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What ``/stats`` shows for a session."""
+
+    concept: str
+    active: bool
+    rounds: int
+    positive: int
+    negative: int
+    ties: int
+    voters: int
+    votes: int
+    contested: int  # images with votes from two or more users
+    agreement: float | None  # share of contested images on which every voter agrees
+
+    @property
+    def labels(self) -> int:
+        return self.positive + self.negative
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One voted image: its label and each voter's vote (user id -> +1/-1)."""
+
+    image_id: str
+    url: str
+    label: int
+    votes: dict[int, int]
+
+
+@dataclass(frozen=True)
+class Export:
+    """A session's labels and classifier, ready to be written as CSV and JSON."""
+
+    session: Session
+    voters: list[tuple[int, str]]  # (user id, display name), in order of first vote
+    rows: list[ExportRow]
+
+    def labels_csv(self) -> str:
+        """``image_id,url,label,<one column per voter>``; a voter's cell is 1, -1 or empty."""
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["image_id", "url", "label", *(_voter_column(uid, name) for uid, name in self.voters)])
+        for r in self.rows:
+            w.writerow([r.image_id, r.url, r.label, *(r.votes.get(uid, "") for uid, _ in self.voters)])
+        return out.getvalue()
+
+    def classifier_json(self) -> str:
+        """The classifier: concept, dimension, unit weight vector and label counts."""
+        positive = sum(1 for r in self.rows if r.label > 0)
+        negative = sum(1 for r in self.rows if r.label < 0)
+        return json.dumps(
+            {
+                "concept": self.session.concept,
+                "dim": self.session.dim,
+                "weights": [round(float(x), 7) for x in self.session.weights],
+                "labels": positive + negative,
+                "positive": positive,
+                "negative": negative,
+            },
+            ensure_ascii=False,
+        )
+
+
+def _voter_column(user_id: int, name: str) -> str:
+    return f"{name} ({user_id})" if name else str(user_id)
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+async def m001_initial(db: aiosqlite.Connection) -> None:
+    """Sessions, rounds and their items, votes, weight history, Telegram file ids."""
+    await _script(
+        db,
+        """
+        CREATE TABLE sessions (
+            id INTEGER PRIMARY KEY,
+            chat_id INTEGER NOT NULL,
+            concept TEXT NOT NULL,
+            prior BLOB NOT NULL,
+            weights BLOB NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            active INTEGER NOT NULL DEFAULT 1
+        );
+        -- at most one active session per chat
+        CREATE UNIQUE INDEX sessions_one_active ON sessions(chat_id) WHERE active = 1;
+        CREATE INDEX sessions_chat ON sessions(chat_id, id);
+
+        CREATE TABLE rounds (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            number INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('round', 'results')),
+            status TEXT NOT NULL DEFAULT 'pending',
+            album_message_ids TEXT NOT NULL DEFAULT '[]',
+            keyboard_message_id INTEGER,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX rounds_session ON rounds(session_id, id);
+
+        CREATE TABLE round_items (
+            round_id INTEGER NOT NULL REFERENCES rounds(id),
+            position INTEGER NOT NULL,
+            image_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            caption TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            score REAL,
+            PRIMARY KEY (round_id, position)
+        );
+
+        -- one vote per user per image within a session (round_id: the button it came from)
+        CREATE TABLE votes (
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            image_id TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            chat_id INTEGER NOT NULL,
+            round_id INTEGER NOT NULL REFERENCES rounds(id),
+            vote INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+            user_name TEXT NOT NULL DEFAULT '',
+            voted_at REAL NOT NULL,
+            PRIMARY KEY (session_id, image_id, user_id)
+        );
+
+        CREATE TABLE weights_history (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            weights BLOB NOT NULL,
+            labels INTEGER NOT NULL,
+            created_at REAL NOT NULL
+        );
+
+        CREATE TABLE file_ids (
+            image_id TEXT PRIMARY KEY,
+            file_id TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        """,
+    )
+
+
+async def _script(db: aiosqlite.Connection, sql: str) -> None:
+    # not executescript(): it commits first, and a migration must be one transaction
+    for statement in sql.split(";"):
+        if statement.strip():
+            await db.execute(statement)
+
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+# Append only: position i (1-based) is schema version i. Never edit a released migration.
+MIGRATIONS: list[Migration] = [m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION`, one committed step per migration; returns it."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise VdxError(
+            f"the state database was written by a newer vdx (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade vdx or point VDX_DATA_DIR elsewhere"
+        )
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await MIGRATIONS[number - 1](db)
+            # PRAGMA takes no parameters; ``number`` is an int from this module, not input
+            await db.execute(f"PRAGMA user_version = {int(number)}")
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+    return SCHEMA_VERSION
+
+
+def _vec_to_blob(v: np.ndarray) -> bytes:
+    return np.asarray(v, dtype="<f4").reshape(-1).tobytes()
+
+
+def _blob_to_vec(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4").astype(np.float32)
+
+
+def _sign(x: int) -> int:
+    return (x > 0) - (x < 0)
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+class State:
+    """Async access to the state database. Open with :meth:`open`; every write commits before returning."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+        # aiosqlite runs statements one by one on its thread, but a read-then-write spans several
+        # awaits: the lock keeps two coroutines from interleaving inside one transaction.
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path | str) -> State:
+        """Open (creating and migrating if needed) the SQLite file at ``path``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)  # explicit transactions below
+        db.row_factory = aiosqlite.Row
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode, NORMAL loses nothing when the process is killed (the WAL is written at
+            # each commit); only a power cut can drop the last commits. That is what "a vote that
+            # was answered survives kill -9" needs, at a fraction of FULL's fsync cost.
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA foreign_keys = ON")
+            await db.execute("PRAGMA busy_timeout = 5000")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path)
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            await self._db.close()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.rollback()
+                raise
+            await self._db.commit()
+
+    async def _one(self, sql: str, params: Sequence[object] = ()) -> aiosqlite.Row | None:
+        async with self._db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
+        async with self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    # sessions
+
+    async def start_session(
+        self, chat_id: int, concept: str, prior: np.ndarray, weights: np.ndarray | None = None
+    ) -> Session:
+        """End the chat's active session, if any, and start a new one."""
+        now = time.time()
+        w = prior if weights is None else weights
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE sessions SET active = 0, ended_at = ? WHERE chat_id = ? AND active = 1",
+                (now, chat_id),
+            )
+            cur = await db.execute(
+                "INSERT INTO sessions (chat_id, concept, prior, weights, started_at, active) "
+                "VALUES (?, ?, ?, ?, ?, 1)",
+                (chat_id, concept, _vec_to_blob(prior), _vec_to_blob(w), now),
+            )
+            session_id = cur.lastrowid
+            await db.execute(
+                "INSERT INTO weights_history (session_id, weights, labels, created_at) VALUES (?, ?, 0, ?)",
+                (session_id, _vec_to_blob(w), now),
+            )
+        session = await self.session(int(session_id or 0))
+        assert session is not None
+        return session
+
+    async def session(self, session_id: int) -> Session | None:
+        """A session by id, active or not."""
+        row = await self._one("SELECT * FROM sessions WHERE id = ?", (session_id,))
+        return _session(row) if row else None
+
+    async def active_session(self, chat_id: int) -> Session | None:
+        """The chat's active session, if any."""
+        row = await self._one("SELECT * FROM sessions WHERE chat_id = ? AND active = 1", (chat_id,))
+        return _session(row) if row else None
+
+    async def latest_session(self, chat_id: int) -> Session | None:
+        """The chat's most recent session, active or ended."""
+        row = await self._one("SELECT * FROM sessions WHERE chat_id = ? ORDER BY id DESC LIMIT 1", (chat_id,))
+        return _session(row) if row else None
+
+    async def end_session(self, chat_id: int) -> Session | None:
+        """End the chat's active session; returns it, or None if there was none."""
+        session = await self.active_session(chat_id)
+        if session is None:
+            return None
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE sessions SET active = 0, ended_at = ? WHERE id = ? AND active = 1",
+                (time.time(), session.id),
+            )
+        return await self.session(session.id)
+
+    async def save_weights(self, session_id: int, weights: np.ndarray, labels: int) -> None:
+        """Store a refit's weight as the session's current classifier and in its history."""
+        blob, now = _vec_to_blob(weights), time.time()
+        async with self._tx() as db:
+            await db.execute("UPDATE sessions SET weights = ? WHERE id = ?", (blob, session_id))
+            await db.execute(
+                "INSERT INTO weights_history (session_id, weights, labels, created_at) VALUES (?, ?, ?, ?)",
+                (session_id, blob, labels, now),
+            )
+
+    async def weights_history(self, session_id: int) -> list[tuple[np.ndarray, int]]:
+        """Every weight the session had, oldest first, with the number of labels it was fitted on."""
+        rows = await self._all(
+            "SELECT weights, labels FROM weights_history WHERE session_id = ? ORDER BY id", (session_id,)
+        )
+        return [(_blob_to_vec(r["weights"]), int(r["labels"])) for r in rows]
+
+    # rounds
+
+    async def add_round(self, session_id: int, kind: RoundKind, items: Sequence[RoundItem]) -> Round:
+        """Record a round (before it is sent, so its buttons resolve as soon as they exist)."""
+        now = time.time()
+        async with self._tx() as db:
+            row = await self._one(
+                "SELECT COALESCE(MAX(number), 0) FROM rounds WHERE session_id = ? AND kind = ?",
+                (session_id, kind),
+            )
+            number = int(row[0]) + 1 if row else 1
+            cur = await db.execute(
+                "INSERT INTO rounds (session_id, number, kind, created_at) VALUES (?, ?, ?, ?)",
+                (session_id, number, kind, now),
+            )
+            round_id = int(cur.lastrowid or 0)
+            await db.executemany(
+                "INSERT INTO round_items (round_id, position, image_id, url, caption, source, score) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (round_id, it.position, it.image_id, it.url, it.caption, it.source, it.score)
+                    for it in items
+                ],
+            )
+        rnd = await self.round_by_id(round_id)
+        assert rnd is not None
+        return rnd
+
+    async def round_by_id(self, round_id: int) -> Round | None:
+        """A round with its items, or None."""
+        row = await self._one(
+            "SELECT r.*, s.chat_id FROM rounds r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?",
+            (round_id,),
+        )
+        if row is None:
+            return None
+        items = await self._all("SELECT * FROM round_items WHERE round_id = ? ORDER BY position", (round_id,))
+        return Round(
+            id=int(row["id"]),
+            session_id=int(row["session_id"]),
+            chat_id=int(row["chat_id"]),
+            number=int(row["number"]),
+            kind=row["kind"],
+            items=[
+                RoundItem(int(i["position"]), i["image_id"], i["url"], i["caption"], i["source"], i["score"])
+                for i in items
+            ],
+            status=row["status"],
+            album_message_ids=[int(x) for x in json.loads(row["album_message_ids"])],
+            keyboard_message_id=row["keyboard_message_id"],
+            created_at=float(row["created_at"]),
+        )
+
+    async def active_round(self, round_id: int) -> Round:
+        """The round, if its session is still active; else :class:`StaleRound`."""
+        row = await self._one(
+            "SELECT s.active FROM rounds r JOIN sessions s ON s.id = r.session_id WHERE r.id = ?", (round_id,)
+        )
+        if row is None or not row["active"]:
+            raise StaleRound(round_id)
+        rnd = await self.round_by_id(round_id)
+        if rnd is None:
+            raise StaleRound(round_id)
+        return rnd
+
+    async def mark_round(
+        self,
+        round_id: int,
+        status: RoundStatus,
+        album_message_ids: Sequence[int] = (),
+        keyboard_message_id: int | None = None,
+    ) -> None:
+        """Record how sending a round went and which messages carry it."""
+        async with self._tx() as db:
+            await db.execute(
+                "UPDATE rounds SET status = ?, album_message_ids = ?, "
+                "keyboard_message_id = COALESCE(?, keyboard_message_id) WHERE id = ?",
+                (status, json.dumps([int(m) for m in album_message_ids]), keyboard_message_id, round_id),
+            )
+
+    async def rounds(self, session_id: int, kind: RoundKind = "round") -> int:
+        """How many rounds of ``kind`` the session has had."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM rounds WHERE session_id = ? AND kind = ?", (session_id, kind)
+        )
+        return int(row[0]) if row else 0
+
+    # votes
+
+    async def toggle_vote(
+        self,
+        round_id: int,
+        position: int,
+        user_id: int,
+        vote: int,
+        user_name: str = "",
+        *,
+        chat_id: int | None = None,
+    ) -> VoteOutcome:
+        """Record ``user_id``'s ±1 vote on the image at ``position``: the same vote again removes it,
+        the other one switches it. :class:`StaleRound` if the round's session has ended (or, given
+        ``chat_id``, belongs to another chat)."""
+        if vote not in (1, -1):
+            raise ValueError(f"a vote is +1 or -1, got {vote!r}")
+        async with self._tx() as db:
+            row = await self._one(
+                "SELECT r.session_id, s.chat_id, s.active, i.image_id FROM rounds r "
+                "JOIN sessions s ON s.id = r.session_id "
+                "JOIN round_items i ON i.round_id = r.id AND i.position = ? WHERE r.id = ?",
+                (position, round_id),
+            )
+            if row is None or not row["active"] or chat_id is not None and row["chat_id"] != chat_id:
+                raise StaleRound(round_id)
+            key = (row["session_id"], row["image_id"], user_id)
+            old = await self._one(
+                "SELECT vote FROM votes WHERE session_id = ? AND image_id = ? AND user_id = ?", key
+            )
+            if old is not None and int(old["vote"]) == vote:
+                await db.execute(
+                    "DELETE FROM votes WHERE session_id = ? AND image_id = ? AND user_id = ?", key
+                )
+                now_vote = 0
+            else:
+                await db.execute(
+                    "INSERT INTO votes (session_id, image_id, user_id, chat_id, round_id, vote, user_name, "
+                    "voted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (session_id, image_id, user_id) DO UPDATE SET vote = excluded.vote, "
+                    "round_id = excluded.round_id, user_name = excluded.user_name, voted_at = excluded.voted_at",
+                    (*key, row["chat_id"], round_id, vote, user_name, time.time()),
+                )
+                now_vote = vote
+        return VoteOutcome(round_id, int(row["session_id"]), position, row["image_id"], now_vote)
+
+    async def tallies(self, round_id: int) -> list[Tally]:
+        """👍/👎 counts for each image of the round, counting the session's votes on that image."""
+        rows = await self._all(
+            "SELECT i.position, i.image_id, "
+            "COALESCE(SUM(v.vote > 0), 0) AS up, COALESCE(SUM(v.vote < 0), 0) AS down "
+            "FROM round_items i JOIN rounds r ON r.id = i.round_id "
+            "LEFT JOIN votes v ON v.session_id = r.session_id AND v.image_id = i.image_id "
+            "WHERE i.round_id = ? GROUP BY i.position, i.image_id ORDER BY i.position",
+            (round_id,),
+        )
+        return [Tally(int(r["position"]), r["image_id"], int(r["up"]), int(r["down"])) for r in rows]
+
+    async def labels(self, session_id: int) -> dict[str, int]:
+        """Image id -> +1/-1: the sign of the sum of its votes in the session; ties are left out."""
+        rows = await self._all(
+            "SELECT image_id, SUM(vote) AS total FROM votes WHERE session_id = ? "
+            "GROUP BY image_id HAVING total != 0",
+            (session_id,),
+        )
+        return {r["image_id"]: _sign(int(r["total"])) for r in rows}
+
+    # Telegram file ids
+
+    async def file_id(self, image_id: str) -> str | None:
+        """The Telegram ``file_id`` of an uploaded image, if it was uploaded before."""
+        row = await self._one("SELECT file_id FROM file_ids WHERE image_id = ?", (image_id,))
+        return row["file_id"] if row else None
+
+    async def file_ids(self, image_ids: Sequence[str]) -> dict[str, str]:
+        """Known ``file_id``s of ``image_ids``."""
+        if not image_ids:
+            return {}
+        marks = ",".join("?" * len(image_ids))
+        rows = await self._all(
+            f"SELECT image_id, file_id FROM file_ids WHERE image_id IN ({marks})", image_ids
+        )
+        return {r["image_id"]: r["file_id"] for r in rows}
+
+    async def put_file_ids(self, file_ids: dict[str, str]) -> None:
+        """Remember the ``file_id`` Telegram gave each uploaded image."""
+        if not file_ids:
+            return
+        now = time.time()
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO file_ids (image_id, file_id, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (image_id) DO UPDATE SET file_id = excluded.file_id, updated_at = excluded.updated_at",
+                [(k, v, now) for k, v in file_ids.items()],
+            )
+
+    async def forget_file_ids(self, image_ids: Sequence[str]) -> None:
+        """Drop ``file_id``s Telegram no longer accepts."""
+        async with self._tx() as db:
+            await db.executemany("DELETE FROM file_ids WHERE image_id = ?", [(i,) for i in image_ids])
+
+    # reports
+
+    async def stats(self, session_id: int) -> Stats:
+        """Rounds, labels (+/−), voters and agreement between voters for a session."""
+        session = await self.session(session_id)
+        if session is None:
+            raise ValueError(f"no session {session_id}")
+        per_image = await self._all(
+            "SELECT image_id, SUM(vote) AS total, COUNT(*) AS n, MIN(vote) AS lo, MAX(vote) AS hi "
+            "FROM votes WHERE session_id = ? GROUP BY image_id",
+            (session_id,),
+        )
+        voters = await self._one(
+            "SELECT COUNT(DISTINCT user_id) FROM votes WHERE session_id = ?", (session_id,)
+        )
+        contested = [r for r in per_image if int(r["n"]) >= 2]
+        agreeing = sum(1 for r in contested if r["lo"] == r["hi"])
+        return Stats(
+            concept=session.concept,
+            active=session.active,
+            rounds=await self.rounds(session_id),
+            positive=sum(1 for r in per_image if int(r["total"]) > 0),
+            negative=sum(1 for r in per_image if int(r["total"]) < 0),
+            ties=sum(1 for r in per_image if int(r["total"]) == 0),
+            voters=int(voters[0]) if voters else 0,
+            votes=sum(int(r["n"]) for r in per_image),
+            contested=len(contested),
+            agreement=agreeing / len(contested) if contested else None,
+        )
+
+    async def export(self, session_id: int) -> Export:
+        """The session's voted images with each voter's vote, and its classifier."""
+        session = await self.session(session_id)
+        if session is None:
+            raise ValueError(f"no session {session_id}")
+        votes = await self._all(
+            "SELECT v.image_id, v.user_id, v.user_name, v.vote, "
+            "(SELECT i.url FROM round_items i WHERE i.round_id = v.round_id AND i.image_id = v.image_id "
+            " LIMIT 1) AS url "
+            "FROM votes v WHERE v.session_id = ? ORDER BY v.voted_at, v.rowid",
+            (session_id,),
+        )
+        voters: dict[int, str] = {}
+        rows: dict[str, ExportRow] = {}
+        for v in votes:
+            uid = int(v["user_id"])
+            if uid not in voters or v["user_name"]:
+                voters[uid] = v["user_name"] or voters.get(uid, "")
+            row = rows.setdefault(v["image_id"], ExportRow(v["image_id"], v["url"] or "", 0, {}))
+            row.votes[uid] = int(v["vote"])
+        final = [ExportRow(r.image_id, r.url, _sign(sum(r.votes.values())), r.votes) for r in rows.values()]
+        return Export(session, list(voters.items()), final)
+
+
+def _session(row: aiosqlite.Row) -> Session:
+    return Session(
+        id=int(row["id"]),
+        chat_id=int(row["chat_id"]),
+        concept=row["concept"],
+        prior=_blob_to_vec(row["prior"]),
+        weights=_blob_to_vec(row["weights"]),
+        started_at=float(row["started_at"]),
+        ended_at=row["ended_at"],
+        active=bool(row["active"]),
+    )
