@@ -1,0 +1,98 @@
+"""Three people label one concept in a group: separate votes, toggles, sign-of-sum labels, admin-only stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import (
+    Dataset,
+    callback_answer,
+    exported,
+    label_value,
+    next_round,
+    read_csv,
+    reply_text,
+    vote_count,
+)
+from tests.e2e.fake_bot_api import BOT_USERNAME, FakeBotApi
+
+GROUP = -1001
+ADMIN, ALICE, BOB = 11, 12, 13
+
+
+async def test_group_votes_are_per_user_and_labels_are_the_sign_of_the_sum(
+    fake: FakeBotApi, bot: Any, dataset: Dataset
+) -> None:
+    fake.admins[GROUP] = {ADMIN}
+
+    async def vote(user: int, button: str) -> None:
+        since = fake.mark()
+        query = fake.press(GROUP, user, r1.keyboard, button)
+        await callback_answer(fake, query)
+        await fake.wait_for("editMessageReplyMarkup", lambda c: c.chat_id == GROUP, since=since)
+
+    since = fake.mark()
+    fake.user_message(GROUP, ALICE, f"/find@{BOT_USERNAME} snowy mountains", chat_type="group")
+    r1 = await next_round(fake, dataset, GROUP, since=since)
+    assert len(r1.ids) == 9
+
+    # Image 1: two 👍 and one 👎 -> positive.
+    await vote(ADMIN, "👍 1")
+    await vote(ALICE, "👍 1")
+    await vote(BOB, "👎 1")
+    assert (vote_count(r1.buttons, "👍", 1), vote_count(r1.buttons, "👎", 1)) == (2, 1)
+    # Image 2: one each -> a tie, unlabelled.
+    await vote(ADMIN, "👍 2")
+    await vote(ALICE, "👎 2")
+    # Image 3: Bob taps 👎 three times (on, off, on) -> one vote, negative.
+    for _ in range(3):
+        await vote(BOB, "👎 3")
+    assert vote_count(r1.buttons, "👎", 3) == 1
+    # Image 4: the admin changes their mind from 👍 to 👎 -> negative.
+    await vote(ADMIN, "👍 4")
+    await vote(ADMIN, "👎 4")
+    assert (vote_count(r1.buttons, "👍", 4), vote_count(r1.buttons, "👎", 4)) == (0, 1)
+
+    # A member may not end the group's session; it goes on.
+    since = fake.mark()
+    fake.user_message(GROUP, ALICE, "/reset", chat_type="group")
+    await reply_text(fake, GROUP, "Only group admins", since=since)
+    since = fake.mark()
+    answer = await callback_answer(fake, fake.press(GROUP, BOB, r1.keyboard, "⏹ Stop"))
+    if "only group admins" not in str(answer.params.get("text", "")).lower():  # or said in the chat
+        await reply_text(fake, GROUP, "Only group admins", since=since)
+
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/stats@{BOT_USERNAME}", chat_type="group")
+    stats = await reply_text(fake, GROUP, "agreement", since=since)
+    assert "snowy mountains" in stats and "voters" in stats.lower()
+
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, "/export", chat_type="group")
+    csv_bytes, model = await exported(fake, GROUP, since=since)
+    header, rows = read_csv(csv_bytes)
+    assert header[:3] == ["image_id", "url", "label"]
+    voter_columns = {uid: next(h for h in header[3:] if str(uid) in h) for uid in (ADMIN, ALICE, BOB)}
+    labels = {r["image_id"]: label_value(r["label"]) for r in rows}
+    assert labels[r1.ids[0]] == 1 and labels[r1.ids[2]] == -1 and labels[r1.ids[3]] == -1
+    assert labels.get(r1.ids[1], 0) == 0
+    by_id = {r["image_id"]: r for r in rows}
+    assert label_value(by_id[r1.ids[0]][voter_columns[BOB]]) == -1
+    assert label_value(by_id[r1.ids[0]][voter_columns[ALICE]]) == 1
+    assert label_value(by_id[r1.ids[2]][voter_columns[BOB]]) == -1
+    assert label_value(by_id[r1.ids[3]][voter_columns[ADMIN]]) == -1
+    assert model["concept"] == "snowy mountains"
+
+    # Refine skips the three labelled images; the tied one may come back.
+    since = fake.mark()
+    fake.press(GROUP, ALICE, r1.keyboard, "🔁 Refine")
+    r2 = await next_round(fake, dataset, GROUP, since=since)
+    assert not set(r2.ids) & {r1.ids[0], r1.ids[2], r1.ids[3]}
+
+    # The admin ends the session; the old buttons are now dead.
+    since = fake.mark()
+    fake.user_message(GROUP, ADMIN, f"/reset@{BOT_USERNAME}", chat_type="group")
+    await fake.wait_for("sendMessage", lambda c: c.chat_id == GROUP, since=since)
+    query = fake.press(GROUP, BOB, r2.keyboard, "👍 5")
+    answer = await callback_answer(fake, query)
+    assert "no longer active" in str(answer.params.get("text", "")).lower()
