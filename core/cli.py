@@ -1,0 +1,379 @@
+"""The ``vdx`` command line: ingest, search, info, index and bot. Domain errors become one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.config import Settings
+from core.errors import DimensionMismatch, EmptyDataset, IngestError, VdxError
+
+if TYPE_CHECKING:
+    from core.encoder import ClipEncoder
+    from core.records import IndexStatus
+    from core.store import VectorStore
+
+log = logging.getLogger("vdx")
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+DESCRIPTION = """\
+Visual Dataset Explorer: explore an image collection by concept (CLIP text -> nearest images in a
+ClickHouse-family vector database, embedded chDB by default) and teach a classifier with 👍/👎 in Telegram.
+
+Configuration comes from the environment (VDX_DATA_DIR, VDX_DB_URL, VDX_DB_DIALECT, VDX_TABLE,
+VDX_CLIP_MODEL, VDX_DEVICE, VDX_TORCH_THREADS, TELEGRAM_BOT_TOKEN); the options below override it.
+"""
+
+EPILOG = """\
+examples:
+  vdx ingest folder ~/Pictures                      # your own photos, offline
+  vdx ingest unsplash unsplash-lite/photos.tsv000   # Unsplash Lite (downloads ?w=640 images)
+  vdx ingest vectors embeddings/                    # clip-retrieval output: img_emb/ + metadata/
+  vdx search "a house by the lake" -k 9
+  vdx info
+  vdx index create
+  vdx bot
+"""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (all commands, with help and examples)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="vdx", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    parser.add_argument("--data-dir", type=Path, help="data directory (VDX_DATA_DIR, default ./data)")
+    parser.add_argument(
+        "--db-url", help="chdb:///abs/path or http(s)://user:password@host:port/db (VDX_DB_URL)"
+    )
+    parser.add_argument(
+        "--dialect", choices=["auto", "clickhouse", "myscale"], help="SQL dialect (VDX_DB_DIALECT)"
+    )
+    parser.add_argument("--table", help="image table name (VDX_TABLE, default images)")
+    parser.add_argument("--model", help="CLIP model name or local directory (VDX_CLIP_MODEL)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (VDX_DEVICE)")
+    parser.add_argument("--threads", type=_positive, help="torch CPU threads (VDX_TORCH_THREADS)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ingest = commands.add_parser(
+        "ingest",
+        help="add images to the store (unsplash, folder or vectors)",
+        description="Embed images and store them with a thumbnail; resumable: a second run skips stored ids.",
+        formatter_class=fmt,
+        epilog="examples:\n  vdx ingest unsplash photos.tsv000 --limit 1000\n  vdx ingest folder ~/Pictures\n"
+        "  vdx ingest vectors embeddings/",
+    )
+    kinds = ingest.add_subparsers(dest="kind", required=True, metavar="SOURCE")
+    unsplash = kinds.add_parser(
+        "unsplash",
+        help="an Unsplash Lite photos.tsv* (or a folder holding its parts)",
+        description="Download (photo_image_url?w=640), thumbnail, embed and store Unsplash Lite photos. "
+        "Broken rows (404, not an image, empty URL) are skipped and listed by photo_id at the end.",
+        epilog="example:\n  vdx ingest unsplash unsplash-research-dataset-lite-latest/photos.tsv000 --limit 500",
+        formatter_class=fmt,
+    )
+    unsplash.add_argument("path", type=Path, help="photos.tsv000 / photos.csv000, or the unzipped folder")
+    unsplash.add_argument("--workers", type=_positive, default=16, help="parallel downloads (default 16)")
+    folder = kinds.add_parser(
+        "folder",
+        help="every jpg/jpeg/png/webp below a folder",
+        description="Thumbnail, embed and store every jpg/jpeg/png/webp below PATH (recursive, offline). "
+        "Ids come from the relative paths, so running it again only adds new files.",
+        epilog="example:\n  vdx ingest folder ~/Pictures --limit 200",
+        formatter_class=fmt,
+    )
+    folder.add_argument("path", type=Path, help="folder of photos")
+    folder.add_argument("--workers", type=_positive, default=2, help="reader/decoder threads (default 2)")
+    for sub in (unsplash, folder):
+        sub.add_argument("--limit", type=_positive, help="only the first N images of the source")
+        sub.add_argument(
+            "--batch-size", type=_positive, default=32, help="images per model batch (default 32)"
+        )
+    vectors = kinds.add_parser(
+        "vectors",
+        help="precomputed embeddings: .npy + parquet/CSV (clip-retrieval layout)",
+        description="Load precomputed embeddings: a directory with img_emb/img_emb_N.npy and "
+        "metadata/metadata_N.parquet (what clip-retrieval inference writes), or one .npy with a sibling "
+        ".parquet/.csv. Metadata columns: id (else derived from url or image_path), url or image_path, "
+        "optional caption. Vectors are L2-normalised on the way in.",
+        epilog="examples:\n  vdx ingest vectors embeddings_folder/\n  vdx ingest vectors img_emb_0.npy",
+        formatter_class=fmt,
+    )
+    vectors.add_argument("path", type=Path, help="embeddings folder or .npy file")
+    vectors.add_argument(
+        "--chunk-rows", type=_positive, default=50_000, help="rows per insert (default 50000)"
+    )
+
+    search = commands.add_parser(
+        "search",
+        help="nearest images to a text concept",
+        description="Embed TEXT with CLIP and print the k nearest images (id, distance, url).",
+        epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car" -k 20 --json',
+        formatter_class=fmt,
+    )
+    search.add_argument("text", help="the concept, in words")
+    search.add_argument("-k", type=_positive, default=9, help="how many images (default 9)")
+    search.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    info = commands.add_parser(
+        "info",
+        help="backend, dialect, table, rows, dimension, index status",
+        description="Show where the vectors live and what is in the image table.",
+        epilog="example:\n  VDX_DB_URL=http://default:@localhost:8123/default vdx info",
+        formatter_class=fmt,
+    )
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    index = commands.add_parser(
+        "index",
+        help="create, inspect or drop the vector index (HNSW or MSTG)",
+        description="Manage the vector index: vector_similarity('hnsw', 'cosineDistance', ...) on ClickHouse, "
+        "an MSTG vector index on MyScale.",
+        epilog="examples:\n  vdx index create\n  vdx index status\n  vdx index drop",
+        formatter_class=fmt,
+    )
+    index.add_argument("action", choices=["create", "status", "drop"], help="what to do")
+
+    bot = commands.add_parser(
+        "bot",
+        help="run the Telegram bot (polling, or a webhook)",
+        description="Run the Telegram bot. The token comes from TELEGRAM_BOT_TOKEN (ask @BotFather).",
+        epilog="examples:\n  TELEGRAM_BOT_TOKEN=123:abc vdx bot\n"
+        "  vdx bot --api-url http://127.0.0.1:8081/bot\n"
+        "  vdx bot --webhook-url https://example.org/vdx --listen 0.0.0.0 --port 8443",
+        formatter_class=fmt,
+    )
+    bot.add_argument(
+        "--api-url", help="Bot API base URL, e.g. http://127.0.0.1:8081/bot (VDX_TELEGRAM_API_URL)"
+    )
+    bot.add_argument("--webhook-url", help="public URL Telegram posts updates to (default: long polling)")
+    bot.add_argument(
+        "--listen", default="127.0.0.1", help="address the webhook server binds (default 127.0.0.1)"
+    )
+    bot.add_argument("--port", type=_positive, default=8443, help="port of the webhook server (default 8443)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, with the command-line overrides applied."""
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {
+        "data_dir": args.data_dir,
+        "db_url": args.db_url,
+        "db_dialect": args.dialect,
+        "table": args.table,
+        "clip_model": args.model,
+        "device": args.device,
+        "torch_threads": args.threads,
+    }
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return settings.with_(**changes) if changes else settings
+
+
+@contextmanager
+def _store(settings: Settings, dim: int | None = None) -> Iterator[VectorStore]:
+    from core.store import open_store
+
+    store = open_store(settings, dim=dim)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _encoder(settings: Settings, batch_size: int = 32) -> Iterator[ClipEncoder]:
+    from core.encoder import ClipEncoder
+
+    encoder = ClipEncoder(
+        settings.clip_model,
+        device=settings.device,
+        torch_threads=settings.torch_threads,
+        batch_size=batch_size,
+    )
+    try:
+        yield encoder
+    finally:
+        encoder.close()
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx ingest unsplash|folder|vectors PATH``."""
+    from core import ingest
+
+    if args.kind == "vectors":
+        dim = ingest.vectors_dim(args.path)
+        with _store(settings, dim=dim) as store:
+            report = ingest.ingest_vectors(args.path, store, chunk_rows=args.chunk_rows)
+    else:
+        # Read the source first: a missing file or wrong columns fail before the model loads.
+        if args.kind == "unsplash":
+            images = ingest.read_unsplash(args.path, args.limit)
+        else:
+            images = ingest.read_folder(args.path, args.limit)
+            if not images:
+                raise IngestError(f"no jpg, jpeg, png or webp images below {args.path}")
+        # The store is opened without a vector size so that a finished ingest re-runs without the model.
+        with _encoder(settings, args.batch_size) as encoder, _store(settings) as store:
+            report = ingest.ingest_images(
+                images,
+                store,
+                encoder,
+                settings.image_cache_dir,
+                source=args.kind,
+                workers=args.workers,
+                batch_size=args.batch_size,
+            )
+    print(report.summary())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx search TEXT [-k N] [--json]``."""
+    with _store(settings) as store:
+        if store.count() == 0:
+            raise EmptyDataset()
+        with _encoder(settings) as encoder:
+            if encoder.dim != store.dim:
+                raise DimensionMismatch(
+                    store.dim, encoder.dim, "VDX_CLIP_MODEL does not match the image table"
+                )
+            text = " ".join(args.text.split())
+            if not text:
+                raise VdxError("the search text is empty: describe what you are looking for")
+            if encoder.text_truncated(text):
+                log.warning("the text is longer than the model's 77 tokens; only the start is used")
+            hits = store.knn(encoder.embed_texts([text])[0], args.k)
+    if args.json:
+        print(json.dumps([h._asdict() for h in hits], ensure_ascii=False, indent=2))
+    else:
+        width = max((len(h.id) for h in hits), default=2)
+        print(f"{'#':>3}  {'id':<{width}}  distance  url")
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}")
+    return 0
+
+
+def _index_text(status: IndexStatus) -> str:
+    if not status.exists:
+        return "none"
+    return " ".join(part for part in (status.kind, status.detail) if part) or "present"
+
+
+def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx info``."""
+    with _store(settings) as store:
+        info = store.info()
+    if args.json:
+        data = {
+            "backend": info.backend,
+            "url": info.url,
+            "dialect": info.dialect,
+            "table": info.table,
+            "rows": info.rows,
+            "dim": info.dim,
+            "index": {"exists": info.index.exists, "kind": info.index.kind, "detail": info.index.detail},
+            "model": settings.clip_model,
+            "image_cache": str(settings.image_cache_dir),
+        }
+        print(json.dumps(data, indent=2))
+        return 0
+    rows = [
+        ("backend", info.backend),
+        ("url", info.url),
+        ("dialect", info.dialect),
+        ("table", info.table),
+        ("rows", str(info.rows)),
+        ("dim", str(info.dim)),
+        ("index", _index_text(info.index)),
+        ("model", settings.clip_model),
+        ("image cache", str(settings.image_cache_dir)),
+    ]
+    for name, value in rows:
+        print(f"{name + ':':<13}{value}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx index create|status|drop``."""
+    with _store(settings) as store:
+        if args.action == "create":
+            status = store.index_create()
+        elif args.action == "drop":
+            status = store.index_drop()
+        else:
+            status = store.index_status()
+    print(f"index: {_index_text(status)}")
+    return 0
+
+
+def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx bot``: hands over to ``bot.app.run_bot``."""
+    try:
+        from bot.app import run_bot
+    except ModuleNotFoundError as e:
+        raise VdxError(f"the Telegram bot is not available: cannot import {e.name or 'bot.app'}") from e
+    options = {"listen": args.listen, "port": args.port}
+    run_bot(
+        settings,
+        api_url=args.api_url,
+        webhook_url=args.webhook_url,
+        **{k: v for k, v in options.items() if v is not None},  # unset: the bot's own defaults
+    )
+    return 0
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "search": cmd_search,
+    "info": cmd_info,
+    "index": cmd_index,
+    "bot": cmd_bot,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``vdx``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return COMMANDS[args.command](args, _settings(args))
+    except VdxError as e:
+        print(f"vdx: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt as e:
+        from core.ingest import IngestInterrupted
+
+        if isinstance(e, IngestInterrupted):
+            print(
+                f"interrupted; {e.report.stored} images stored, run again to resume",
+                file=sys.stderr,
+            )
+        else:
+            print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""CLIP encoder: texts and images to L2-normalised float32 vectors, loaded lazily once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from core.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+
+    from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+CLIP_MAX_TOKENS = 77
+
+
+class Encoder(Protocol):
+    """What the explorer and the bot need from a text/image encoder."""
+
+    @property
+    def dim(self) -> int:
+        """Length of every vector."""
+        ...
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` of ``texts``."""
+        ...
+
+    def embed_images(self, images: Sequence[Image]) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` of ``images``."""
+        ...
+
+    def text_truncated(self, text: str) -> bool:
+        """Whether ``text`` is longer than the model reads."""
+        ...
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence load-time chatter (weight-loading bars, the PIL image-processor fallback notice)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _features(out: Any) -> torch.Tensor:
+    """Projected embeddings: a tensor in transformers 4.x, ``pooler_output`` of an output object in 5.x."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    return out.pooler_output
+
+
+def _normalised(x: torch.Tensor) -> np.ndarray:
+    import torch
+
+    x = torch.nn.functional.normalize(x.float(), dim=-1)
+    return x.cpu().numpy().astype(np.float32, copy=False)
+
+
+class ClipEncoder:
+    """A transformers ``CLIPModel`` + ``CLIPProcessor``, loaded on first use; thread-safe."""
+
+    def __init__(
+        self, model: str, device: str = "auto", torch_threads: int | None = None, batch_size: int = 32
+    ) -> None:
+        self.model_name = model
+        self.requested_device = device
+        self.torch_threads = torch_threads
+        self.batch_size = max(1, batch_size)
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+        self._device = "cpu"
+        self._dim: int | None = None
+        self._max_tokens = CLIP_MAX_TOKENS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClipEncoder:
+        """An encoder for ``VDX_CLIP_MODEL`` / ``VDX_DEVICE`` / ``VDX_TORCH_THREADS``."""
+        return cls(settings.clip_model, device=settings.device, torch_threads=settings.torch_threads)
+
+    @property
+    def dim(self) -> int:
+        """Embedding size: the model config's ``projection_dim`` (reads only the config when not loaded)."""
+        if self._dim is None:
+            from transformers import CLIPConfig
+
+            _check_local(self.model_name)
+            try:
+                with _quiet_transformers():
+                    self._dim = _projection_dim(self.model_name, CLIPConfig.from_pretrained(self.model_name))
+            except (OSError, ValueError, KeyError) as e:
+                raise ModelLoadError(self.model_name, _reason(e)) from e
+        return self._dim
+
+    @property
+    def device(self) -> str:
+        """Where the model runs (``cpu`` or ``cuda``); loads the model."""
+        self._load()
+        return self._device
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is not None:
+            return self._model, self._processor
+        with self._lock:
+            if self._model is None:
+                self._model, self._processor = self._load_locked()
+        return self._model, self._processor
+
+    def _load_locked(self) -> tuple[Any, Any]:
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        device = self.requested_device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError(self.model_name, "VDX_DEVICE=cuda but no CUDA device is available")
+        _check_local(self.model_name)
+        try:
+            with _quiet_transformers():
+                model = CLIPModel.from_pretrained(self.model_name)
+                processor = CLIPProcessor.from_pretrained(self.model_name)
+        except Exception as e:  # any failure here means "this model cannot be used": say why
+            raise ModelLoadError(self.model_name, _reason(e)) from e
+        model.eval().to(device)
+        self._device = device
+        self._dim = _projection_dim(self.model_name, model.config)
+        self._max_tokens = int(getattr(model.config.text_config, "max_position_embeddings", CLIP_MAX_TOKENS))
+        log.info("loaded CLIP model %s on %s (dim %d)", self.model_name, device, self._dim)
+        return model, processor
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors ``(n, dim)``; text longer than 77 tokens is cut, not rejected."""
+        import torch
+
+        model, processor = self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                tokens = processor.tokenizer(
+                    list(texts[i : i + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self._max_tokens,
+                    return_tensors="pt",
+                ).to(self._device)
+                parts.append(_normalised(_features(model.get_text_features(**tokens))))
+        return np.concatenate(parts)
+
+    def text_truncated(self, text: str) -> bool:
+        """True when ``text`` has more tokens than the model reads (77 for CLIP) and so was cut."""
+        _, processor = self._load()
+        ids = processor.tokenizer(text, truncation=False, verbose=False)["input_ids"]
+        return len(ids) > self._max_tokens
+
+    def preprocess_images(self, images: Sequence[Image]) -> torch.Tensor:
+        """Pixel tensor for ``images`` (resize, crop, normalise); safe to call from worker threads."""
+        _, processor = self._load()
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return processor.image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+    def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` for a tensor from :meth:`preprocess_images`."""
+        import torch
+
+        model, _ = self._load()
+        if len(pixel_values) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        with torch.inference_mode():
+            for i in range(0, len(pixel_values), self.batch_size):
+                chunk = pixel_values[i : i + self.batch_size].to(self._device)
+                parts.append(_normalised(_features(model.get_image_features(pixel_values=chunk))))
+        return np.concatenate(parts)
+
+    def embed_images(self, images: Sequence[Image]) -> np.ndarray:
+        """Unit vectors ``(n, dim)`` of ``images`` (converted to RGB)."""
+        self._load()
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [
+            self.embed_pixels(self.preprocess_images(images[i : i + self.batch_size]))
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return np.concatenate(parts)
+
+    async def aembed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`embed_texts` in a worker thread, so the event loop keeps running."""
+        return await asyncio.to_thread(self.embed_texts, texts)
+
+    async def aembed_images(self, images: Sequence[Image]) -> np.ndarray:
+        """:meth:`embed_images` in a worker thread."""
+        return await asyncio.to_thread(self.embed_images, images)
+
+    async def atext_truncated(self, text: str) -> bool:
+        """:meth:`text_truncated` in a worker thread (the first call may load the model)."""
+        return await asyncio.to_thread(self.text_truncated, text)
+
+    def close(self) -> None:
+        """Drop the model (and free GPU memory); a later call loads it again."""
+        with self._lock:
+            on_gpu = self._device == "cuda"
+            self._model = self._processor = None
+        if on_gpu:
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _projection_dim(model: str, config: Any) -> int:
+    dim = getattr(config, "projection_dim", None)
+    if not dim:
+        raise ModelLoadError(model, "its config has no projection_dim: is it a CLIP model?")
+    return int(dim)
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:300].rstrip(". ")
+
+
+def _check_local(model: str) -> None:
+    """A name that looks like a path must be an existing directory (the hub error would confuse)."""
+    if model.startswith(("/", "./", "../", "~")) or Path(model).exists():
+        path = Path(model).expanduser()
+        if not path.is_dir():
+            raise ModelLoadError(model, f"no such directory: {path}")
