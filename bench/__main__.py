@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench import RESULTS
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
-RESULTS = HERE / "results"
+
 ORDER = ["ingest", "knn", "labelling", "bot_latency"]
 
 HEADER = """# Benchmarks
@@ -32,7 +34,9 @@ were measured side by side in one run, and ratios are what to trust, not absolut
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(ORDER)} (default: all)")
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run: {', '.join(ORDER)} (default: all)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, prints only")
     args = parser.parse_args(argv)
     names = args.names or ORDER

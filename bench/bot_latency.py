@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from bench import publish
+
 T = TypeVar("T")
 NAME = "bot_latency"
-RESULTS = Path(__file__).parent / "results" / f"{NAME}.md"
 GOALS_MS = {"concept": 150.0, "refine": 60.0, "answer": 100.0}
 
 
@@ -352,7 +353,7 @@ def run(quick: bool = False) -> str:
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
     import torch
 
-    from tests.tiny_clip import build_clip_dir
+    from tests.tiny_clip import VIT_B32, build_clip_dir
 
     torch.set_num_threads(1)
     plan = QUICK if quick else FULL
@@ -366,17 +367,7 @@ def run(quick: bool = False) -> str:
             models.append(
                 (
                     "ViT-B/32 architecture, 512-d",
-                    lambda: build_clip_dir(
-                        work / "vitb32",
-                        projection_dim=512,
-                        hidden=512,
-                        layers=12,
-                        vision_hidden=768,
-                        intermediate=2048,
-                        heads=8,
-                        image_size=224,
-                        patch_size=32,
-                    ),
+                    lambda: build_clip_dir(work / "vitb32", **VIT_B32),
                 )
             )
         for label, build in models:
@@ -411,11 +402,7 @@ def run(quick: bool = False) -> str:
             "",
         ]
     )
-    print(text)
-    if not quick:  # a smoke run never replaces the recorded numbers
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text, encoding="utf-8")
-    return text
+    return publish(NAME, text, quick)
 
 
 def main() -> None:

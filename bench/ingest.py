@@ -18,25 +18,15 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from bench import publish
 from core.config import Settings
 from core.encoder import ClipEncoder
 from core.ingest import ingest_folder, read_folder
 from core.store import open_store
-from tests.tiny_clip import build_clip_dir
+from tests.tiny_clip import VIT_B32, build_clip_dir
 
-RESULTS = Path(__file__).parent / "results"
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "photos"
 CACHE = Path(tempfile.gettempdir()) / "vdx-bench"
-VIT_B32 = dict(
-    projection_dim=512,
-    hidden=512,
-    layers=12,
-    vision_hidden=768,
-    intermediate=2048,
-    heads=8,
-    image_size=224,
-    patch_size=32,
-)
 
 
 def model_dir(quick: bool) -> Path:
@@ -156,11 +146,7 @@ Per round (encoder `embed_images` / model only / ingest, images/s): {
         )
     }.
 """
-    print(text)
-    if not quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "ingest.md").write_text(text)
-    return text
+    return publish("ingest", text, quick)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import publish
 from core.classifier import ClassifierParams
 from core.explorer import DEFAULT_STRATEGY, Explorer
 from core.records import ImageBatch
@@ -33,7 +34,6 @@ from core.store import VectorStore
 from core.synthetic import HARDER, NumpyStore, SyntheticConfig, describe, generate
 
 HERE = Path(__file__).parent
-RESULTS = HERE / "results"
 PHOTOS = HERE.parent.parent / "shared" / "photos"
 K = 9
 
@@ -429,11 +429,7 @@ information than nine near-duplicates, and the person still sees the best matche
 mostly show unrelated images and teach little; the learned-boundary strategy behaves like hard
 negatives because the boundary fitted on few votes sits above most unlabelled candidates.
 """
-    print(text)
-    if not quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "labelling.md").write_text(text)
-    return text
+    return publish("labelling", text, quick)
 
 
 if __name__ == "__main__":

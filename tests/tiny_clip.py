@@ -36,6 +36,19 @@ def write_clip_tokenizer_files(out: Path) -> tuple[Path, Path]:
     return vocab_file, merges_file
 
 
+# The openai/clip-vit-base-patch32 architecture: with random weights it computes exactly as much.
+VIT_B32 = dict(
+    projection_dim=512,
+    hidden=512,
+    layers=12,
+    vision_hidden=768,
+    intermediate=2048,
+    heads=8,
+    image_size=224,
+    patch_size=32,
+)
+
+
 def build_clip_dir(
     out: Path,
     *,
@@ -52,8 +65,7 @@ def build_clip_dir(
 ) -> Path:
     """Save a random ``CLIPModel`` + ``CLIPProcessor`` to ``out``; defaults give a tiny, fast model.
 
-    ``build_clip_dir(d, projection_dim=512, hidden=512, layers=12, vision_hidden=768, intermediate=2048,
-    heads=8, image_size=224, patch_size=32)`` gives the ViT-B/32 architecture (random weights).
+    ``build_clip_dir(d, **VIT_B32)`` gives the ViT-B/32 architecture (random weights).
     """
     import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
