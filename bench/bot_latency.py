@@ -299,7 +299,7 @@ async def _measure(
             "text embedding (1 concept)": _timed(lambda: encoder.embed_texts(["a house by the lake"]), 20),
             "knn k=9, 0 excluded": _timed(lambda: store.knn(vec, 9), 20),
             "knn k=9, 20 excluded": _timed(lambda: store.knn(vec, 9, exclude_ids=list(labelled)), 20),
-            "refit on 20 labels (vectors + SGD)": _timed(lambda: explorer.fit(session, labelled), 20),
+            "refit on 20 labels (read vectors + fit)": _timed(lambda: explorer.fit(session, labelled), 20),
             "vote stored in SQLite (State.toggle_vote)": await _vote_costs(
                 work / f"votes-{label}.sqlite3", store.dim
             ),
@@ -384,7 +384,7 @@ def run(quick: bool = False) -> str:
             "",
             f"The real python-telegram-bot 22 stack (polling, `AIORateLimiter`) against the fake Bot API server "
             f"of the end-to-end tests on 127.0.0.1, with {plan.vectors:,} random unit vectors in the embedded "
-            "chDB store (brute-force cosine, no vector index) and Unsplash-style images sent by URL. A latency "
+            "chDB store (exact search on its in-memory copy, no vector index) and Unsplash-style images sent by URL. A latency "
             "runs from the moment the fake server sends the `getUpdates` answer carrying the update to the "
             "moment the bot's `sendMediaGroup` (or `answerCallbackQuery`) request arrives. Concept and refine "
             f"rounds are sequential, {plan.rounds} each, in fresh chats (refine after two votes); the busy "

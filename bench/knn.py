@@ -223,33 +223,104 @@ def _concurrency(store, Q: np.ndarray, emit: Callable[[dict], None]) -> None:
 # ----------------------------------------------------------------------------------------------------
 # Driver
 
-# What the recorded run (bench/results/knn.md) showed, and the defaults taken from it.
-FINDINGS = """What the numbers say, and the defaults they set:
 
-- **Reading the vectors back is the cost, not the arithmetic.** The same query on a Memory-engine copy of
-  the table runs 2–8× faster than on the MergeTree table (uncompressed, one part). So the embedded store
-  keeps a *temporary* in-memory copy for `knn` (filled on the first search: ~0.5 s per 100k rows; ~2 KiB a
-  row, so it is skipped above 2M rows; HTTP servers scan their own table).
-- **`1 - dotProduct` on unit vectors is 1.6–4× faster than `cosineDistance`** on the in-memory copy and gives the
-  same ranking; the store normalises on insert and uses it.
-- **Exclusions go outside the scan**: nearest k + |excluded| rows first, then `NOT IN` — exact, and it keeps a
-  500-id exclusion within ~1.1–1.3× of no exclusion (`WHERE id NOT IN` inside the scan was ~2×
-  slower in a separate check).
-- **The HNSW index does not pay on this machine.** A build took 20–105 s for 25k–100k rows on the 2 shared
-  cores (extrapolated: 20 minutes or more at 1M), every query was slower than the in-memory scan, and recall
-  on uniform random vectors was poor (HNSW needs structure; clustered data gave 0.92–1.0). A hard-negative
-  round excludes the nearest labelled images, so the index must return k + |excluded| rows, re-scored in
-  Float32 (in a separate check, bf16 ordering without re-scoring cost ~0.14 recall). Default: no automatic index; an embedded
-  store searches its in-memory copy (exact, recall 1.0); `vdx index create` serves tables above the copy
-  limit and servers.
-- **Goals**: 25k ≤ 5× numpy — met by the default (4.4–4.5× on random data, 1.6–2.0× clustered). 1M, p50 ≤
-  numpy exact with recall@9 ≥ 0.95 — met by exact in-memory search (0.5–0.6× numpy, recall 1.0) rather than by
-  an index. A ClickHouse or MyScale server with more cores, its own caches and an index built off the serving
-  path (MyScale's MSTG builds in the background) is where an ANN index pays; chDB's index builds share the
-  2 cores with the bot.
-- **Concurrency**: two unlocked chDB clients served ~1.2× the queries of one on 2 cores; the store keeps one
-  client behind a lock (correct answers per thread, one in-memory copy).
-"""
+def _findings(all_recs: dict[tuple[int, str], list[dict]]) -> str:
+    """What the numbers of this run say, and the defaults they support (every number from the tables)."""
+
+    def p50(method: str, n: int, kind: str, excluded: int) -> float | None:
+        for r in all_recs.get((n, kind), []):
+            if r["what"] == "knn" and r["method"] == method and r["excluded"] == excluded:
+                return float(r["p50"])
+        return None
+
+    def ratios(num: str, den: str, sizes: list[tuple[int, str]], excluded: tuple[int, ...] = (0, 500)) -> str:
+        got = [
+            a / b
+            for n, kind in sizes
+            for e in excluded
+            if (a := p50(num, n, kind, e)) is not None and (b := p50(den, n, kind, e))
+        ]
+        return f"{min(got):.1f}–{max(got):.1f}×" if got else "n/a"
+
+    default = "chDB brute force on in-memory copy, 1 - dotProduct (default)"
+    numpy = "numpy exact"
+    sizes = sorted(all_recs)
+    by_n = {n: [(m, k) for m, k in sizes if m == n] for n, _ in sizes}
+    hnsw = [
+        r
+        for recs in all_recs.values()
+        for r in recs
+        if r["what"] == "knn" and r["method"].startswith("chDB HNSW")
+    ]
+    builds = [r["build_s"] for recs in all_recs.values() for r in recs if r["what"] == "build"]
+    qps = {
+        (r["how"], r["threads"]): r["qps"]
+        for recs in all_recs.values()
+        for r in recs
+        if r["what"] == "concurrency"
+    }
+    lines = [
+        "What the numbers of this run say, and the defaults they support:",
+        "",
+        "- **Reading the vectors back is the cost, not the arithmetic.** The same scan on a Memory-engine copy "
+        f"of the table ran {ratios('chDB brute force on MergeTree, 1 - dotProduct', default, sizes)} faster than "
+        "on the MergeTree table (uncompressed, one part). So the embedded store keeps a *temporary* in-memory "
+        "copy for `knn` (filled on the first search; ~2 KiB a row, so it is skipped above 2M rows; HTTP "
+        "servers scan their own table).",
+        "- **`1 - dotProduct` on unit vectors** ran "
+        f"{ratios('chDB brute force on in-memory copy, cosineDistance', default, sizes)} faster than "
+        "`cosineDistance` on the in-memory copy, with the same ranking; the store normalises on insert and uses it.",
+        "- **Exclusions go outside the scan**: the nearest k + |excluded| rows first, then `NOT IN` — exact; "
+        "500 excluded ids cost "
+        + (
+            f"{min(g):.1f}–{max(g):.1f}× the time of none"
+            if (
+                g := [
+                    a / b
+                    for n, k in sizes
+                    if (a := p50(default, n, k, 500)) is not None and (b := p50(default, n, k, 0))
+                ]
+            )
+            else "n/a"
+        )
+        + ".",
+    ]
+    if hnsw:
+        recalls = [r["recall"] for r in hnsw]
+        lines.append(
+            "- **The HNSW index does not pay on this machine.** Builds took "
+            f"{min(builds):.0f}–{max(builds):.0f} s; its queries ran "
+            f"{ratios(hnsw[0]['method'], default, sizes)} the time of the in-memory scan (smallest ef_s), with "
+            f"recall@9 {min(recalls):.2f}–{max(recalls):.2f} (HNSW needs structure: uniform random vectors "
+            "recall worst). A hard-negative round excludes the nearest labelled images, so the index must "
+            "return k + |excluded| rows, re-scored in Float32. Default: no automatic index; an embedded store "
+            "searches its in-memory copy (exact, recall 1.0); `vdx index create` serves tables above the copy "
+            "limit, and servers."
+        )
+    goals = []
+    if 25_000 in by_n:
+        goals.append(f"25k, p50 ≤ 5× numpy: the default ran {ratios(default, numpy, by_n[25_000])} numpy")
+    if 1_000_000 in by_n:
+        goals.append(
+            f"1M, p50 ≤ numpy exact with recall@9 ≥ 0.95: exact in-memory search ran "
+            f"{ratios(default, numpy, by_n[1_000_000])} numpy with recall 1.0 (no index needed)"
+        )
+    if goals:
+        lines.append(
+            "- **Goals** — "
+            + "; ".join(goals)
+            + ". A ClickHouse or MyScale server with more cores, its own caches and an index built off the "
+            "serving path (MyScale's MSTG builds in the background) is where an ANN index pays; chDB's index "
+            "builds share the machine's cores with the bot."
+        )
+    if ("unlocked clients", 2) in qps and ("store", 2) in qps:
+        lines.append(
+            f"- **Concurrency**: two unlocked chDB clients served {qps[('unlocked clients', 2)]:.0f} knn/s, the "
+            f"store's one locked client {qps[('store', 2)]:.0f} knn/s with 2 caller threads. The store keeps one "
+            "client behind a lock: one in-memory copy, correct answers per thread; a pool of clients, each with "
+            "its own copy, is the next step if concurrent searches matter more than memory."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _run_size(n: int, kind: str, n_queries: int, hnsw: bool, timeout_s: float) -> list[dict]:
@@ -388,7 +459,7 @@ def _render(all_recs: dict[tuple[int, str], list[dict]]) -> str:
         + "\n\nLoading and index build:\n\n"
         + _extras(all_recs)
         + "\n\n"
-        + FINDINGS
+        + _findings(all_recs)
     )
 
 
