@@ -527,12 +527,7 @@ class FakeBotApi:
                 "Bad Request: message is not modified: specified new message content and reply markup "
                 "are exactly the same as a current content and reply markup of the message",
             )
-        if markup:
-            msg["reply_markup"] = markup
-        else:
-            msg.pop("reply_markup", None)
-        msg["edit_date"] = int(time.time())
-        return msg
+        return _edited(msg, markup)
 
     async def _api_editmessagetext(self, p: JSON, call: Call) -> JSON:
         msg = self._target(p)
@@ -544,12 +539,7 @@ class FakeBotApi:
         if text == msg.get("text") and (markup or None) == (msg.get("reply_markup") or None):
             raise ApiError(400, "Bad Request: message is not modified")
         msg["text"] = text
-        if markup:
-            msg["reply_markup"] = markup
-        else:
-            msg.pop("reply_markup", None)
-        msg["edit_date"] = int(time.time())
-        return msg
+        return _edited(msg, markup)
 
     async def _api_answercallbackquery(self, p: JSON, call: Call) -> bool:
         if not p.get("callback_query_id"):
@@ -804,6 +794,16 @@ def _checked_photo(content: bytes) -> bytes:
 def _check_caption(caption: Any) -> None:
     if caption is not None and _utf16_len(str(caption)) > 1024:
         raise ApiError(400, "Bad Request: message caption is too long")
+
+
+def _edited(msg: JSON, markup: Any) -> JSON:
+    """Apply an edit's reply_markup (none removes it) and stamp the edit time."""
+    if markup:
+        msg["reply_markup"] = markup
+    else:
+        msg.pop("reply_markup", None)
+    msg["edit_date"] = int(time.time())
+    return msg
 
 
 def _check_markup(markup: Any) -> None:
