@@ -207,9 +207,7 @@ class Handlers:
     async def stats(self, update: Update, context: Context) -> None:
         """``/stats``: concept, rounds, labels, voters (and agreement in groups)."""
         chat = _chat(update)
-        session = await self.state.latest_session(chat.id)
-        if session is None:
-            await _message(update).reply_text(texts.NO_SESSION_YET)
+        if (session := await self._latest_session(update)) is None:
             return
         stats = await self.state.stats(session.id)
         await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
@@ -218,9 +216,7 @@ class Handlers:
     async def export(self, update: Update, context: Context) -> None:
         """``/export``: ``labels.csv`` (one column per voter) and ``classifier.json``."""
         chat = _chat(update)
-        session = await self.state.latest_session(chat.id)
-        if session is None:
-            await _message(update).reply_text(texts.NO_SESSION_YET)
+        if (session := await self._latest_session(update)) is None:
             return
         export = await self.state.export(session.id)
         bot = context.bot
@@ -228,6 +224,13 @@ class Handlers:
         await bot.send_document(
             chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
         )
+
+    async def _latest_session(self, update: Update) -> Session | None:
+        """The chat's latest session, ended or not; when there is none, the chat is told so."""
+        session = await self.state.latest_session(_chat(update).id)
+        if session is None:
+            await _message(update).reply_text(texts.NO_SESSION_YET)
+        return session
 
     async def unknown(self, update: Update, context: Context) -> None:
         """Any other command (not one addressed to another bot in a group)."""
