@@ -630,11 +630,15 @@ class State:
 
     # reports
 
-    async def stats(self, session_id: int) -> Stats:
-        """Rounds, labels (+/−), voters and agreement between voters for a session."""
+    async def _existing_session(self, session_id: int) -> Session:
         session = await self.session(session_id)
         if session is None:
             raise ValueError(f"no session {session_id}")
+        return session
+
+    async def stats(self, session_id: int) -> Stats:
+        """Rounds, labels (+/−), voters and agreement between voters for a session."""
+        session = await self._existing_session(session_id)
         per_image = await self._all(
             "SELECT image_id, SUM(vote) AS total, COUNT(*) AS n, MIN(vote) AS lo, MAX(vote) AS hi "
             "FROM votes WHERE session_id = ? GROUP BY image_id",
@@ -660,9 +664,7 @@ class State:
 
     async def export(self, session_id: int) -> Export:
         """The session's voted images with each voter's vote, and its classifier."""
-        session = await self.session(session_id)
-        if session is None:
-            raise ValueError(f"no session {session_id}")
+        session = await self._existing_session(session_id)
         votes = await self._all(
             "SELECT v.image_id, v.user_id, v.user_name, v.vote, "
             "(SELECT i.url FROM round_items i WHERE i.round_id = v.round_id AND i.image_id = v.image_id "
