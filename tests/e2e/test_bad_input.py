@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from core.config import Settings
 from tests.e2e.conftest import (
@@ -157,28 +160,29 @@ async def test_chat_outside_the_allow_list(fake: FakeBotApi, start_bot: BotFacto
         assert not fake.find("sendMediaGroup", lambda c: c.chat_id == CHAT + 1, since=since)
 
 
-async def test_missing_thumbnail_is_skipped_and_the_album_goes_out(
-    fake: FakeBotApi, bot: Any, dataset: Dataset, encoder: Any, store: Any, bot_settings: Settings
+@pytest.mark.parametrize(
+    ("concept", "damage"),
+    [
+        ("an old bicycle", lambda path: path.unlink()),
+        # Telegram would answer IMAGE_PROCESS_FAILED for the whole album.
+        ("a broken umbrella", lambda path: path.write_bytes(b"this is not a jpeg")),
+    ],
+    ids=["missing", "corrupt"],
+)
+async def test_an_unusable_thumbnail_is_skipped_and_the_album_goes_out(
+    fake: FakeBotApi,
+    bot: Any,
+    dataset: Dataset,
+    encoder: Any,
+    store: Any,
+    bot_settings: Settings,
+    concept: str,
+    damage: Callable[[Path], object],
 ) -> None:
-    concept = "an old bicycle"
-    shown = await asyncio.to_thread(first_round, store, encoder, concept)
-    gone = next(h.id for h in shown if h.source == "folder")
-    (bot_settings.image_cache_dir / f"{gone}.jpg").unlink()
-    since = fake.mark()
-    fake.user_message(CHAT, CHAT, concept)
-    round_ = await next_round(fake, dataset, CHAT, since=since)
-    assert gone not in round_.ids and len(round_.ids) >= 8
-
-
-async def test_corrupt_thumbnail_is_skipped_and_the_album_goes_out(
-    fake: FakeBotApi, bot: Any, dataset: Dataset, encoder: Any, store: Any, bot_settings: Settings
-) -> None:
-    concept = "a broken umbrella"
     shown = await asyncio.to_thread(first_round, store, encoder, concept)
     bad = next(h.id for h in shown if h.source == "folder")
-    (bot_settings.image_cache_dir / f"{bad}.jpg").write_bytes(b"this is not a jpeg")
+    damage(bot_settings.image_cache_dir / f"{bad}.jpg")
     since = fake.mark()
     fake.user_message(CHAT, CHAT, concept)
-    # Telegram would answer IMAGE_PROCESS_FAILED for the whole album.
     round_ = await next_round(fake, dataset, CHAT, since=since)
     assert bad not in round_.ids and len(round_.ids) >= 8
