@@ -109,7 +109,7 @@ class Explorer:
             concept=concept,
             prior=np.asarray(prior, dtype=np.float32),
             weights=np.asarray(weights, dtype=np.float32),
-            labels={k: int(np.sign(v)) for k, v in labels.items() if v},
+            labels=_signs(labels),
         )
 
     def next_batch(self, session: ExplorerSession, k: int = 9, strategy: Strategy | None = None) -> list[Hit]:
@@ -124,13 +124,11 @@ class Explorer:
             hits = self._random(session, k)
         else:
             hits = self._near_boundary(session, k, best=(k + 1) // 2 if strategy == "mixed" else 0)
-        if not hits and self.store.count() == 0:
-            raise EmptyDataset()
-        return hits
+        return self._found(hits)
 
     def fit(self, session: ExplorerSession, labels: Mapping[str, int]) -> np.ndarray:
         """Refit on ``labels`` (all of them: image id -> +1/-1, 0 = unlabelled); returns the new weight."""
-        session.labels = {k: int(np.sign(v)) for k, v in labels.items() if v}
+        session.labels = _signs(labels)
         ids, X = self.store.vectors(list(session.labels))
         if ids:
             y = np.array([session.labels[i] > 0 for i in ids], dtype=np.float32)
@@ -142,10 +140,14 @@ class Explorer:
     def top(self, session: ExplorerSession, k: int = 9, include_rejected: bool = False) -> list[Scored]:
         """The current best images by the classifier, best first; images voted 👎 are left out unless asked."""
         rejected = [] if include_rejected else [i for i, v in session.labels.items() if v < 0]
-        hits = self.store.knn(session.weights, k, exclude_ids=rejected)
+        hits = self._found(self.store.knn(session.weights, k, exclude_ids=rejected))
+        return [Scored(h.id, h.url, 1.0 - h.distance, h.caption, h.source) for h in hits]
+
+    def _found(self, hits: list[Hit]) -> list[Hit]:
+        """``hits``, unless the search came back empty because the collection is."""
         if not hits and self.store.count() == 0:
             raise EmptyDataset()
-        return [Scored(h.id, h.url, 1.0 - h.distance, h.caption, h.source) for h in hits]
+        return hits
 
     def _random(self, session: ExplorerSession, k: int) -> list[Hit]:
         # Seeded by concept and progress so a replayed session shows the same rounds.
@@ -182,6 +184,11 @@ class Explorer:
         else:  # a warm-started refit would move the weight; use the midpoint for the current one
             clf = LinearClassifier(session.prior, self.params, weight=session.weights)
         session.threshold = _threshold(clf, X, y)
+
+
+def _signs(labels: Mapping[str, int]) -> dict[str, int]:
+    """Image id -> +1/-1 from vote sums; zero (a tie, or no vote) means unlabelled."""
+    return {k: int(np.sign(v)) for k, v in labels.items() if v}
 
 
 def _threshold(clf: LinearClassifier, X: np.ndarray, y: np.ndarray) -> float | None:
