@@ -16,14 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from PIL import Image, UnidentifiedImageError
 from telegram import Bot, InputFile, InputMediaPhoto, Message
 from telegram.error import BadRequest, TimedOut
 
 from core.config import Settings
-from core.ingest import cache_path
+from core.ingest import cache_path, sized_url
 from core.state import RoundItem, RoundStatus, State
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,6 @@ class _Media:
     item: RoundItem
     source: str | bytes
     way: Way
-
-
-def sized_url(url: str, width: int = UNSPLASH_WIDTH) -> str:
-    """``url`` with its ``w`` query parameter set to ``width`` (Unsplash's resize parameter)."""
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "w"]
-    query.append(("w", str(width)))
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _is_media_error(e: BadRequest) -> bool:
@@ -131,7 +122,7 @@ class AlbumSender:
             if not upload and it.image_id in known:
                 ways.append((it, known[it.image_id], "file_id"))
             elif not upload and it.source == "unsplash" and it.url.startswith(("http://", "https://")):
-                ways.append((it, sized_url(it.url), "url"))
+                ways.append((it, sized_url(it.url, UNSPLASH_WIDTH), "url"))
             else:
                 ways.append((it, None, "upload"))
         paths = [cache_path(self.settings, it.image_id) for it, src, _ in ways if src is None]

@@ -203,8 +203,10 @@ def unsplash_caption(description: str, ai_description: str, first_name: str, las
 
 
 def sized_url(url: str, width: int = UNSPLASH_WIDTH) -> str:
-    """``url`` asking for a ``width``-px wide image (Unsplash's dynamic resizing)."""
-    return f"{url}{'&' if urllib.parse.urlsplit(url).query else '?'}w={width}"
+    """``url`` asking for a ``width``-px wide image (Unsplash's dynamic resizing): its ``w`` set, the rest kept."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True) if k != "w"]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode([*query, ("w", str(width))])))
 
 
 def read_folder(path: Path, limit: int | None = None) -> list[SourceImage]:
