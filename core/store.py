@@ -309,10 +309,11 @@ class ClickHouseStore:
     def _query(
         self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any
     ) -> Sequence[Sequence[Any]]:
-        return self._call(lambda: self._client.query(sql, parameters=parameters, **kw).result_rows)
+        return self._call(functools.partial(self._rows, sql, parameters, **kw))
 
-    def _rows(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        return self._client.query(sql, parameters=parameters).result_rows
+    def _rows(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> Sequence[Sequence[Any]]:
+        """One query's rows, without the lock (the caller holds it where it is needed)."""
+        return self._client.query(sql, parameters=parameters, **kw).result_rows
 
     def _command(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> Any:
         return self._call(lambda: self._client.command(sql, parameters=parameters, **kw))
@@ -401,9 +402,7 @@ class ClickHouseStore:
         """Fill the in-memory copy from the table, once per process (the caller holds the lock)."""
         if self._hot_ready:
             return
-        rows = self._call_unlocked(
-            lambda: self._client.query(f"SELECT count() FROM {self.table}").result_rows
-        )
+        rows = self._call_unlocked(functools.partial(self._rows, f"SELECT count() FROM {self.table}"))
         if rows[0][0] > HOT_COPY_MAX_ROWS:
             self.hot_copy = False  # 2 KiB a row: past this, RAM matters more than the faster scan
             return
@@ -468,9 +467,7 @@ class ClickHouseStore:
                     self._ensure_hot()
                     hot = self._hot_ready
                 sql = knn_sql(self.dialect, self._hot if hot else self.table, indexed, self.brute_metric)
-                rows = self._call_unlocked(
-                    lambda: self._client.query(sql, parameters=params, settings=settings).result_rows
-                )
+                rows = self._call_unlocked(functools.partial(self._rows, sql, params, settings=settings))
         except _MissingTable:
             return []
         return [Hit(id=r[0], url=r[1], distance=float(r[4]), caption=r[2], source=r[3]) for r in rows]
