@@ -238,10 +238,12 @@ def run_bot(
     listen: str = "0.0.0.0",
     port: int = 8443,
     on_ready: Callable[[str], None] | None = None,
+    check: bool = False,
 ) -> None:
     """``vdx bot``: check the Bot API, build the store and encoder, serve until SIGINT or SIGTERM.
 
     ``on_ready`` receives the one line that says the bot serves updates (who, what, where).
+    ``check``: only check the token and load the model, then return (``vdx bot --check``).
     """
     token = settings.telegram_token
     if not token:
@@ -253,7 +255,20 @@ def run_bot(
         # Telegram echoes this header, so forged webhook calls are refused
         secret = hashlib.sha256(token.encode()).hexdigest()[:64]
         webhook = Webhook(webhook_url, listen=listen, port=port, secret_token=secret)
-    asyncio.run(_serve(settings, url, webhook, on_ready))
+    asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+
+
+async def _check(settings: Settings, api_url: str, on_ready: Callable[[str], None] | None) -> None:
+    from core.encoder import ClipEncoder
+
+    me = await check_bot_api(api_url, settings.telegram_token)
+    encoder = ClipEncoder.from_settings(settings)
+    try:
+        await encoder.aembed_texts(["warm up"])
+    finally:
+        encoder.close()
+    if on_ready is not None:
+        on_ready(f"vdx bot @{me.username}: the token works and the model {encoder.model_name} loads")
 
 
 async def _serve(

@@ -169,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1", help="address the webhook server binds (default 127.0.0.1)"
     )
     bot.add_argument("--port", type=_positive, default=8443, help="port of the webhook server (default 8443)")
+    bot.add_argument(
+        "--check", action="store_true", help="only check the token and load the model, then exit (0: ready)"
+    )
     return parser
 
 
@@ -337,6 +340,7 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
         api_url=args.api_url,
         webhook_url=args.webhook_url,
         on_ready=lambda line: print(line, flush=True),
+        check=args.check,
         **{k: v for k, v in options.items() if v is not None},  # unset: the bot's own defaults
     )
     return 0
