@@ -34,8 +34,12 @@ def test_create_table_clickhouse() -> None:
 
 
 def test_create_table_myscale_sets_the_brute_force_metric_it_has() -> None:
-    want = f"CREATE TABLE IF NOT EXISTS photos ({COLS.format(dim=768)}) ENGINE = MergeTree ORDER BY id SETTINGS "
-    assert MS.create_table_sql(TableLayout("photos"), 768) == [want + "float_vector_search_metric_type = 'Cosine'"]
+    want = (
+        f"CREATE TABLE IF NOT EXISTS photos ({COLS.format(dim=768)}) ENGINE = MergeTree ORDER BY id SETTINGS "
+    )
+    assert MS.create_table_sql(TableLayout("photos"), 768) == [
+        want + "float_vector_search_metric_type = 'Cosine'"
+    ]
     old = MyScaleDialect(metric_setting="vector_search_metric_type")
     assert old.create_table_sql(TableLayout("photos"), 768) == [want + "vector_search_metric_type = 'Cosine'"]
 
@@ -75,7 +79,10 @@ def test_knn_myscale_asks_for_brute_force_and_filters_in_prewhere() -> None:
     ext = MS.knn("images", EXCLUDED_TABLE, 30_000, 9, layout=ONE).sql
     assert "PREWHERE id NOT IN vdx_excluded ORDER BY" in ext
     # On a cluster each shard needs the initiator's external table: GLOBAL.
-    assert "PREWHERE id GLOBAL NOT IN vdx_excluded" in MS.knn("images", EXCLUDED_TABLE, 30_000, 9, layout=CLUSTER).sql
+    assert (
+        "PREWHERE id GLOBAL NOT IN vdx_excluded"
+        in MS.knn("images", EXCLUDED_TABLE, 30_000, 9, layout=CLUSTER).sql
+    )
 
 
 def test_knn_clickhouse_takes_the_nearest_then_drops_the_excluded() -> None:
@@ -138,7 +145,9 @@ def test_clickhouse_status_from_its_own_mutation() -> None:
     assert (status([]).state, status([]).parts_built, status([]).parts_total) == ("Built", 4, 4)
     s = status([(0, 3, "")])
     assert (s.state, s.parts_built) == ("InProgress", 1) and s.detail.startswith("InProgress 1/4 parts")
-    failed = status([(0, 4, "Code: 117. DB::Exception: Array values have 4 elements, expects 8. (INCORRECT_DATA)")])
+    failed = status(
+        [(0, 4, "Code: 117. DB::Exception: Array values have 4 elements, expects 8. (INCORRECT_DATA)")]
+    )
     assert failed.state == "Error" and "expects 8" in failed.error and failed.detail.startswith("Error 0/4")
     assert status([(1, 0, "")]).built
 
@@ -164,7 +173,9 @@ def test_cluster_layout_creates_replicated_tables_behind_a_distributed_one() -> 
         "CREATE TABLE IF NOT EXISTS images ON CLUSTER vdx AS images_local "
         "ENGINE = Distributed(vdx, vectors, images_local, cityHash64(id))",
     ]
-    assert MS.create_table_sql(CLUSTER, 8)[0].endswith("ORDER BY id SETTINGS float_vector_search_metric_type = 'Cosine'")
+    assert MS.create_table_sql(CLUSTER, 8)[0].endswith(
+        "ORDER BY id SETTINGS float_vector_search_metric_type = 'Cosine'"
+    )
     assert CH.index_create_sql(CLUSTER, 8)[1] == (
         "ALTER TABLE images_local ON CLUSTER vdx MATERIALIZE INDEX vidx SETTINGS mutations_sync = 0"
     )
