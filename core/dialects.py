@@ -188,7 +188,7 @@ def short_reason(text: str, limit: int = 200) -> str:
     """One line of a server's message, without stack traces, version tails or long number lists."""
     line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
     line = re.sub(r"\[[-+0-9.eE,\s]{40,}\]", "[…]", line)
-    line = re.sub(r"\s*\(version [^)]*\)", "", line)
+    line = re.sub(r"\s*\((?:version|for url) [^)]*\)", "", line)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

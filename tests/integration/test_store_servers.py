@@ -4,6 +4,7 @@ one-node cluster, and the real limits: 128 KiB per HTTP parameter, 20,000 ids, b
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -302,3 +303,38 @@ def test_live_cluster(tmp_path: Path) -> None:
         finally:
             for sql in s.layout.drop_sql():
                 s._command(sql)
+
+
+def test_optimize_over_http_reports_progress_and_merges(server: ChHttpServer, tmp_path: Path) -> None:
+    seen: list[float] = []
+    with http_store(server, tmp_path) as s:
+        for i in range(3):
+            s.insert(batch([f"p{i}-{j}" for j in range(50)], unit(np.random.default_rng(30 + i), 50)))
+        s.optimize(progress=seen.append)
+        parts = client(server).query(
+            "SELECT count() FROM system.parts WHERE table = 'images' AND active AND database = 'default'"
+        )
+        assert parts.result_rows == [(1,)] and seen[-1] == 1.0 and s.count() == 150
+
+
+def test_a_search_error_never_holds_the_query_vector(
+    tmp_path: Path, tiny_clip_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli import main
+
+    with serve(tmp_path) as srv:  # a ClickHouse server, told it is MyScale: distance() is unknown there
+        with http_store(srv, tmp_path) as s:
+            s.insert(batch(["a", "b"], unit(np.random.default_rng(21), 2)))
+        for name, value in {
+            "VDX_DB_URL": srv.url,
+            "VDX_DB_DIALECT": "myscale",
+            "VDX_CLIP_MODEL": str(tiny_clip_dir),
+            "VDX_DEVICE": "cpu",
+            "VDX_TORCH_THREADS": "1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        code = main(["search", "a cat on a sofa"])
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("vdx: error:"), err
+    assert len(lines[0]) <= 400 and not re.search(r"(-?\d\.\d+,\s*){5}", err) and "pw-8" not in err
