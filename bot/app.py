@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
@@ -26,6 +27,7 @@ from telegram.ext import (
 from bot import texts
 from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
+from bot.health import keep_heartbeat
 from bot.ratelimit import FloodLimiter
 from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
 from core.config import Settings
@@ -303,7 +305,13 @@ async def _serve(
                         me, images=store.count(), model=encoder.model_name, database=store.url, mode=mode
                     )
                 )
-            await stop.wait()
+            heartbeat = asyncio.create_task(keep_heartbeat(app.bot, settings.heartbeat_path))
+            try:
+                await stop.wait()
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -43,8 +44,6 @@ def _env(tmp_path: Path, tiny_clip_dir: Path, token: str) -> dict[str, str]:
 def _vdx_bot(
     tmp_path: Path, tiny_clip_dir: Path, api_url: str, token: str = SECRET_TOKEN, *options: str
 ) -> tuple[int, str, float]:
-    import subprocess
-
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "core.cli", *options, "bot", "--api-url", api_url],
@@ -175,6 +174,18 @@ async def test_ready_line_then_clean_stop_on_sigterm(tmp_path: Path, tiny_clip_d
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError("ready, but no getUpdates long poll arrived")
+            heartbeat = tmp_path / "data" / "bot.heartbeat"  # what the container's HEALTHCHECK reads
+            for _ in range(100):
+                if heartbeat.exists():
+                    break
+                await asyncio.sleep(0.1)
+            healthy = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "bot.health"],
+                cwd=REPO,
+                env=_env(tmp_path, tiny_clip_dir, DEFAULT_TOKEN),
+                timeout=60,
+            )
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
             err = (await proc.stderr.read()).decode()
@@ -186,3 +197,4 @@ async def test_ready_line_then_clean_stop_on_sigterm(tmp_path: Path, tiny_clip_d
     assert "0 images" in line and str(tiny_clip_dir) in line and "chdb://" in line and "polling" in line
     assert code == 0, err
     assert "Traceback" not in err
+    assert healthy.returncode == 0, "python -m bot.health: the running bot's heartbeat is missing or stale"
