@@ -210,14 +210,21 @@ async def running(
         if webhook is None:
             await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout, allowed_updates=UPDATES)
         else:
-            await app.updater.start_webhook(
-                listen=webhook.listen,
-                port=webhook.port,
-                url_path=urlsplit(webhook.url).path.lstrip("/"),
-                webhook_url=webhook.url,
-                secret_token=webhook.secret_token,
-                allowed_updates=UPDATES,
-            )
+            try:
+                await app.updater.start_webhook(
+                    listen=webhook.listen,
+                    port=webhook.port,
+                    url_path=urlsplit(webhook.url).path.lstrip("/"),
+                    webhook_url=webhook.url,
+                    secret_token=webhook.secret_token,
+                    allowed_updates=UPDATES,
+                )
+            except TelegramError as e:  # e.g. "Bad webhook: an HTTPS URL must be provided for webhook"
+                raise ConfigError(f"Telegram refused the webhook URL {webhook.url}: {e.message}") from e
+            except OSError as e:  # the port is taken, or the address is not this machine's
+                raise ConfigError(
+                    f"cannot listen for the webhook on {webhook.listen}:{webhook.port}: {e.strerror or e}"
+                ) from e
         await app.start()
         try:
             yield app
