@@ -25,8 +25,9 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot import keyboards, texts
 from bot.albums import AlbumSender
 from core.config import Settings
-from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
+from core.errors import BadConcept, EmptyDataset, OnlyNegativeTerms, StoreUnavailable, TooManyTerms, VdxError
 from core.explorer import Explorer, ExplorerSession
+from core.query import parse
 from core.records import Hit, Scored
 from core.state import NoSession, RoundItem, Session, StaleRound, State, Tally
 
@@ -51,6 +52,10 @@ def error_text(e: VdxError) -> str:
         return texts.STORE_DOWN
     if isinstance(e, EmptyDataset):
         return texts.NO_IMAGES
+    if isinstance(e, OnlyNegativeTerms):
+        return texts.ONLY_NEGATIVE_TERMS
+    if isinstance(e, TooManyTerms):
+        return texts.too_many_terms(e.limit)
     if isinstance(e, BadConcept):
         return texts.EMPTY_CONCEPT
     if isinstance(e, StaleRound):
@@ -84,13 +89,13 @@ def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSess
     return session, explorer.next_batch(session, k)
 
 
-def _photo_round(explorer: Explorer, data: bytes, concept: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
+def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
         raise UnreadablePhoto() from e
-    session = explorer.start_image(image, concept)
+    session = explorer.start_image(image, texts.photo_concept(text), text)
     return session, explorer.next_batch(session, k)
 
 
@@ -160,13 +165,13 @@ class Handlers:
 
     @replies_on_error
     async def find(self, update: Update, context: Context) -> None:
-        """``/find <concept>`` (or ``/find`` in reply to a photo) starts a session."""
+        """``/find <concept>`` (or ``/find [words]`` in reply to a photo: the photo moved by the words)."""
         msg = _message(update)
         parts = (msg.text or "").split(maxsplit=1)
         concept = parts[1] if len(parts) > 1 else ""
         replied = msg.reply_to_message
-        if not concept.strip() and replied is not None and replied.photo:
-            await self._start_photo(update, context.bot, replied, texts.PHOTO_CONCEPT)
+        if replied is not None and replied.photo:
+            await self._start_photo(update, context.bot, replied, concept)
             return
         await self._start_text(update, context.bot, concept)
 
@@ -177,12 +182,12 @@ class Handlers:
 
     @replies_on_error
     async def photo(self, update: Update, context: Context) -> None:
-        """A photo starts a session from that image (its caption, if any, names the concept)."""
+        """A photo starts a session from that image; a caption's words move it (``at night``, ``-people``)."""
         msg = _message(update)
         caption = (msg.caption or "").split(maxsplit=1)
         if caption and caption[0].startswith("/"):
             caption = caption[1:]
-        await self._start_photo(update, context.bot, msg, " ".join(caption).strip() or texts.PHOTO_CONCEPT)
+        await self._start_photo(update, context.bot, msg, " ".join(caption).strip())
 
     @replies_on_error
     async def more(self, update: Update, context: Context) -> None:
@@ -210,7 +215,9 @@ class Handlers:
         if (session := await self._latest_session(update)) is None:
             return
         stats = await self.state.stats(session.id)
-        await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
+        await _message(update).reply_text(
+            texts.stats(stats, chat.type in GROUPS, self.settings.clip_model, self.settings.text_model)
+        )
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
@@ -317,16 +324,19 @@ class Handlers:
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
-    async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
+    async def _start_photo(self, update: Update, bot: Bot, msg: Message, text: str) -> None:
         chat = _chat(update).id
+        parse(text, photo=True)  # a malformed caption is refused before the photo is downloaded
         biggest = max(msg.photo, key=lambda p: p.width * p.height)
         data = bytes(await (await biggest.get_file()).download_as_bytearray())
         async with self._chat_locks[chat]:
             es, hits = await asyncio.to_thread(
-                _photo_round, self.explorer, data, concept, self.settings.album_size
+                _photo_round, self.explorer, data, text, self.settings.album_size
             )
             session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
             await self._send_round(bot, session, hits)
+        if es.truncated:
+            await _message(update).reply_text(texts.TRUNCATED)
 
     async def _refine(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:
