@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from core.errors import ModelLoadError
+from core.hub import hub_offline_reason, is_cached, is_hub_name
 
 if TYPE_CHECKING:
     import torch
@@ -112,13 +113,20 @@ def embedding_dim(config: Any) -> int:
     raise ValueError("its config names no embedding size: is it a dual (text and image) encoder?")
 
 
-def load_pretrained(name: str, setting: str, load: Callable[[str], T]) -> T:
-    """Every model load goes through here: a local path must exist, chatter is silenced, and any
-    failure becomes one :class:`ModelLoadError` naming the model and the setting it came from."""
-    _check_local(name, setting)
+def load_pretrained(
+    name: str,
+    setting: str,
+    load: Callable[[str, dict[str, Any]], T],
+    options: dict[str, Any] | None = None,
+) -> T:
+    """Every model load goes through here: a local path must exist, an unreachable hub fails fast
+    (``options`` from :func:`_source_options`, found here when not given), chatter is silenced, and
+    any failure becomes one :class:`ModelLoadError` naming the model and the setting it came from."""
+    if options is None:
+        options = _source_options(name, setting)
     try:
         with _quiet_transformers():
-            return load(name)
+            return load(name, options)
     except ModelLoadError:
         raise
     except Exception as e:  # any failure here means "this model cannot be used": say why
@@ -161,16 +169,16 @@ def _normalised(x: torch.Tensor) -> np.ndarray:
     return x.cpu().numpy().astype(np.float32, copy=False)
 
 
-def _load_dual_encoder(name: str) -> tuple[Any, Any]:
+def _load_dual_encoder(name: str, options: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoProcessor
 
-    model = AutoModel.from_pretrained(name)
+    model = AutoModel.from_pretrained(name, **options)
     for method in ("get_text_features", "get_image_features"):
         if not callable(getattr(model, method, None)):
             raise ModelLoadError(
                 name, f"{type(model).__name__} has no {method}(): it is not a text and image encoder"
             )
-    processor = AutoProcessor.from_pretrained(name)
+    processor = AutoProcessor.from_pretrained(name, **options)
     if getattr(processor, "tokenizer", None) is None or getattr(processor, "image_processor", None) is None:
         raise ModelLoadError(name, "its processor lacks a tokenizer or an image processor")
     return model, processor
@@ -204,6 +212,7 @@ class ClipEncoder:
         self._dim: int | None = None
         self._family = FAMILIES["clip"]
         self._max_tokens = CLIP_MAX_TOKENS
+        self._options: dict[str, Any] | ModelLoadError | None = None  # found once, see _source_options
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipEncoder:
@@ -219,15 +228,16 @@ class ClipEncoder:
     def dim(self) -> int:
         """Embedding size from the model config (reads only the config when not loaded)."""
         if self._dim is None:
+            options = self._source_options()  # before importing transformers: a bad source fails fast
             from transformers import AutoConfig
 
-            def read(name: str) -> int:
+            def read(name: str, opts: dict[str, Any]) -> int:
                 try:
-                    return embedding_dim(AutoConfig.from_pretrained(name))
+                    return embedding_dim(AutoConfig.from_pretrained(name, **opts))
                 except ValueError as e:
                     raise ModelLoadError(name, _reason(e)) from e
 
-            self._dim = load_pretrained(self.model_name, "VDX_CLIP_MODEL", read)
+            self._dim = load_pretrained(self.model_name, "VDX_CLIP_MODEL", read, options)
         return self._dim
 
     @property
@@ -257,6 +267,7 @@ class ClipEncoder:
         return self._model, self._processor
 
     def _load_locked(self) -> None:
+        options = self._source_options()
         import torch
 
         if self.torch_threads:
@@ -266,7 +277,7 @@ class ClipEncoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(self.model_name, "VDX_DEVICE=cuda but no CUDA device is available")
-        model, processor = load_pretrained(self.model_name, "VDX_CLIP_MODEL", _load_dual_encoder)
+        model, processor = load_pretrained(self.model_name, "VDX_CLIP_MODEL", _load_dual_encoder, options)
         try:
             dim = embedding_dim(model.config)
         except ValueError as e:
@@ -297,6 +308,17 @@ class ClipEncoder:
             dim,
             f", concepts by {self.text_model_name}" if tower else "",
         )
+
+    def _source_options(self) -> dict[str, Any]:
+        """``from_pretrained`` options, found once: every worker thread gets the same answer or error."""
+        if self._options is None:
+            try:
+                self._options = _source_options(self.model_name)
+            except ModelLoadError as e:
+                self._options = e
+        if isinstance(self._options, ModelLoadError):
+            raise self._options
+        return self._options
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors ``(n, dim)``; text longer than the model reads is cut, not rejected."""
@@ -421,7 +443,34 @@ def _reason(e: BaseException) -> str:
 
 def _check_local(model: str, setting: str = "VDX_CLIP_MODEL") -> None:
     """A name that looks like a path must be an existing directory (the hub error would confuse)."""
-    if model.startswith(("/", "./", "../", "~")) or Path(model).exists():
+    if not is_hub_name(model):
         path = Path(model).expanduser()
         if not path.is_dir():
             raise ModelLoadError(model, f"no such directory: {path}", setting)
+
+
+def _source_options(model: str, setting: str = "VDX_CLIP_MODEL") -> dict[str, Any]:
+    """``from_pretrained`` options for ``model``; fails fast when the hub is needed and unreachable.
+
+    A hub model already in the local cache is loaded from there (``local_files_only``) when the
+    hub cannot be reached, instead of retrying every file for a minute.
+    """
+    _check_local(model, setting)
+    if not is_hub_name(model):
+        return {}
+    reason = hub_offline_reason()
+    if reason is None:
+        return {}
+    if is_cached(model):
+        log.warning(
+            "the Hugging Face hub is unreachable (%s): using the cached copy of %s; "
+            "set HF_HUB_OFFLINE=1 to skip this check",
+            reason,
+            model,
+        )
+        return {"local_files_only": True}
+    raise ModelLoadError(
+        model,
+        f"the Hugging Face hub is unreachable ({reason}) and the model is not cached",
+        setting,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class VdxError(Exception):
     """Base of every error meant to be shown to a person (CLI message, chat reply)."""
@@ -21,8 +23,8 @@ class ModelLoadError(VdxError):
         what = "text model" if setting == "VDX_TEXT_MODEL" else "model"
         super().__init__(
             f"cannot load the {what} {model!r} ({setting}): {reason}. "
-            f"An offline machine needs a local model directory: set {setting} to a folder "
-            "saved with save_pretrained() (the model and its processor or tokenizer)."
+            f"Offline, set {setting} to a local model directory saved with save_pretrained() "
+            "(see README)"
         )
 
 
@@ -74,6 +76,18 @@ class DatabaseLocked(StoreUnavailable):
         self.reason = "locked"
 
 
+class IndexBuildFailed(StoreError):
+    """The server reports that building the vector index failed."""
+
+    def __init__(self, table: str, reason: str) -> None:
+        self.table = table
+        self.reason = reason
+        super().__init__(
+            f"building the vector index on {table!r} failed: {reason} "
+            "(the server keeps retrying; `vdx index drop` removes it)"
+        )
+
+
 class DimensionMismatch(StoreError):
     """Vectors of one size met a table or model of another."""
 
@@ -111,3 +125,22 @@ class TooManyTerms(BadConcept):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"too many terms: use at most {limit} (each + or - starts one)")
+
+
+class BotApiUnreachable(VdxError):
+    """The Telegram Bot API server cannot be reached, or what answers is not one."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the Telegram Bot API at {url} ({reason})")
+
+
+def innermost_reason(e: BaseException, limit: int = 200) -> str:
+    """The innermost cause of a chained error ("[Errno 111] Connection refused") as one short line."""
+    while (inner := e.__cause__ or e.__context__) is not None:
+        e = inner
+    if isinstance(e, ConnectionError) and e.errno:  # asyncio says "Connect call failed ('1.2.3.4', 9)"
+        return os.strerror(e.errno)
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:limit]

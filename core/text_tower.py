@@ -157,12 +157,12 @@ def load_text_tower(name: str) -> TextTower:
     return load_pretrained(name, "VDX_TEXT_MODEL", _load_mclip)
 
 
-def _load_mclip(name: str) -> TextTower:
+def _load_mclip(name: str, options: dict[str, Any]) -> TextTower:
     import torch
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import cached_file
 
-    config_path = cached_file(name, "config.json")
+    config_path = cached_file(name, "config.json", **options)
     if config_path is None:
         raise ModelLoadError(name, "it has no config.json", "VDX_TEXT_MODEL")
     config = json.loads(Path(config_path).read_text())
@@ -184,7 +184,7 @@ def _load_mclip(name: str) -> TextTower:
         base_config = AutoConfig.from_pretrained(base_name)
     transformer = AutoModel.from_config(base_config)
     projection = torch.nn.Linear(int(config["transformerDimensions"]), int(config["numDims"]))
-    state = _state_dict(name)
+    state = _state_dict(name, options)
     inner = {k[len("transformer.") :]: v for k, v in state.items() if k.startswith("transformer.")}
     missing, _ = transformer.load_state_dict(inner, strict=False)
     missing = [k for k in missing if not k.startswith("pooler.")]  # the pooler is never used
@@ -200,7 +200,7 @@ def _load_mclip(name: str) -> TextTower:
             "bias": state["LinearTransformation.bias"],
         }
     )
-    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer = AutoTokenizer.from_pretrained(name, **options)
     positions = int(getattr(base_config, "max_position_embeddings", 514))
     offset = 2 if getattr(base_config, "model_type", "") in ("xlm-roberta", "roberta") else 0
     declared = getattr(tokenizer, "model_max_length", None)
@@ -214,17 +214,17 @@ def _load_mclip(name: str) -> TextTower:
     return TextTower(name, tokenizer, transformer, projection, trained_for, max_tokens)
 
 
-def _state_dict(name: str) -> dict[str, Any]:
+def _state_dict(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint's tensors: ``model.safetensors`` if present, else ``pytorch_model.bin``."""
     import torch
     from transformers.utils import cached_file
 
-    path = cached_file(name, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+    path = cached_file(name, "model.safetensors", _raise_exceptions_for_missing_entries=False, **options)
     if path is not None:
         from safetensors.torch import load_file
 
         return dict(load_file(path))
-    path = cached_file(name, "pytorch_model.bin", _raise_exceptions_for_missing_entries=False)
+    path = cached_file(name, "pytorch_model.bin", _raise_exceptions_for_missing_entries=False, **options)
     if path is None:
         raise ModelLoadError(name, "it has neither model.safetensors nor pytorch_model.bin", "VDX_TEXT_MODEL")
     state = torch.load(path, map_location="cpu", weights_only=True)
