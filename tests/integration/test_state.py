@@ -85,7 +85,7 @@ async def test_same_vote_again_removes_it_and_the_other_switches_it(state: State
     assert await state.labels(session.id) == {}
 
 
-async def test_group_label_is_the_sign_of_the_vote_sum_and_a_tie_is_unlabelled(state: State) -> None:
+async def test_group_votes_combine_into_labels_and_a_tie_is_contested(state: State) -> None:
     session = await state.start_session(-100, "sunset", unit())
     rnd = await state.add_round(session.id, "round", items("a", "b", "c"))
     for user in (1, 2, 3):  # repeated taps by the same user never count twice
@@ -97,7 +97,11 @@ async def test_group_label_is_the_sign_of_the_vote_sum_and_a_tie_is_unlabelled(s
     assert await state.labels(session.id) == {"a": UP, "c": DOWN}
     stats = await state.stats(session.id)
     assert (stats.positive, stats.negative, stats.ties, stats.voters, stats.votes) == (1, 1, 1, 3, 6)
-    assert stats.contested == 2 and stats.agreement == 0.0  # "a" and "b" both split
+    assert stats.shared == 2 and stats.agreement == 0.0  # "a" and "b" both split
+    assert stats.alpha is not None and stats.alpha < 0  # every pair of votes on a shared image disagrees
+    soft = await state.soft_labels(session.id)
+    # 2:1 nets one vote: as sure as one voter alone; a tie is seen but has no label
+    assert soft["b"] == 0.0 and soft["a"] == pytest.approx(-soft["c"]) == pytest.approx(0.6)
     await state.toggle_vote(rnd.id, 1, 3, DOWN)  # user 3 removes the dissent on "a"
     stats = await state.stats(session.id)
     assert stats.agreement == 0.5
@@ -218,9 +222,9 @@ async def test_export_has_one_column_per_voter_and_the_classifier(state: State) 
     await state.toggle_vote(rnd.id, 2, 2, UP, "Bob")
     export = await state.export(session.id)
     rows = list(csv.reader(io.StringIO(export.labels_csv())))
-    assert rows[0] == ["image_id", "url", "label", "Ann (1)", "Bob (2)"]
-    assert rows[1] == ["a", "https://img.example/a", "0", "1", "-1"]
-    assert rows[2] == ["b", "https://img.example/b", "1", "", "1"]
+    assert rows[0] == ["image_id", "url", "label", "soft_label", "Ann (1)", "Bob (2)"]
+    assert rows[1] == ["a", "https://img.example/a", "0", "0.000", "1", "-1"]
+    assert rows[2] == ["b", "https://img.example/b", "1", "0.600", "", "1"]
     clf = json.loads(export.classifier_json())
     assert clf["concept"] == "red fox" and clf["dim"] == 4 and len(clf["weights"]) == 4 and clf["labels"] == 1
 
