@@ -25,6 +25,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import keyboards, texts
 from bot.albums import AlbumSender
+from bot.edits import KeyboardEdits
 from core.config import Settings
 from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
 from core.explorer import Explorer, ExplorerSession, MatchEstimate
@@ -130,14 +131,20 @@ class Taught:
 class Handlers:
     """The bot's handlers, bound to one explorer and one state database."""
 
-    def __init__(self, settings: Settings, explorer: Explorer, state: State | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        explorer: Explorer,
+        state: State | None = None,
+        *,
+        edits: KeyboardEdits | None = None,
+    ) -> None:
         self.settings = settings
         self.explorer = explorer
         self._state = state
         self.albums = AlbumSender(settings, lambda: self.state)
+        self.edits = edits or KeyboardEdits()
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._edit_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._edits_waiting: defaultdict[int, int] = defaultdict(int)
 
     @property
     def state(self) -> State:
@@ -154,7 +161,8 @@ class Handlers:
             self._state = await State.open(self.settings.state_path)
 
     async def close(self, app: Any = None) -> None:
-        """``post_shutdown``: close the state database."""
+        """``post_shutdown``: drop pending keyboard edits, close the state database."""
+        await self.edits.close()
         if self._state is not None:
             await self._state.close()
 
@@ -289,10 +297,10 @@ class Handlers:
             user.full_name or user.username or "",
             chat_id=query.message.chat.id,
         )
-        # the vote is committed: answer now, the keyboard edit can follow
+        # the vote is committed: answer now, the keyboard edit follows (coalesced with others)
         split = await self._shows_split(query.message.chat, outcome.session_id, outcome.round_id)
         await query.answer(texts.vote_answer(press.position, outcome.vote, hidden=not split))
-        await self._refresh_keyboard(query, outcome.round_id, split)
+        self._refresh_keyboard(query, outcome.round_id, split)
 
     async def _shows_split(self, chat: Chat, session_id: int, round_id: int) -> bool:
         """Private chats, ``VDX_GROUP_TALLIES``, and group rounds already refined show the 👍/👎 split."""
@@ -301,20 +309,22 @@ class Handlers:
         latest = await self.state.latest_round(session_id)
         return latest is not None and latest.id != round_id
 
-    async def _refresh_keyboard(self, query: CallbackQuery, round_id: int, split: bool = True) -> None:
-        """Show current counts; of several presses waiting to edit the same keyboard only the last edits."""
-        self._edits_waiting[round_id] += 1
-        async with self._edit_locks[round_id]:
-            self._edits_waiting[round_id] -= 1
-            if self._edits_waiting[round_id] > 0:
-                return  # a later press will edit with counts that include this one
-            self._edits_waiting.pop(round_id, None)
+    def _refresh_keyboard(self, query: CallbackQuery, round_id: int, split: bool = True) -> None:
+        """Show current counts soon: one edit carries every vote made while it waits (``bot/edits.py``).
+
+        Without ``split`` (a group round not refined yet) the keyboard shows how many voted, not how.
+        """
+        assert query.message is not None
+
+        async def edit() -> None:
             tallies = await self.state.tallies(round_id)
             try:
                 await query.edit_message_reply_markup(keyboards.round_keyboard(round_id, tallies, split))
             except BadRequest as e:
                 if "not modified" not in e.message.lower():
                     raise
+
+        self.edits.request(query.message.chat.id, round_id, edit)
 
     async def _control(
         self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.ControlPress
@@ -343,9 +353,12 @@ class Handlers:
         if not concept.strip():
             raise BadConcept(texts.EMPTY_CONCEPT)
         async with self._chat_locks[chat]:
-            es, hits = await asyncio.to_thread(_first_round, self.explorer, concept, self.settings.album_size)
-            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-            await self._send_round(bot, session, hits)
+            with self.edits.new_round(chat) as new:
+                es, hits = await asyncio.to_thread(
+                    _first_round, self.explorer, concept, self.settings.album_size
+                )
+                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+                new.round_id = await self._send_round(bot, session, hits)
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
@@ -354,11 +367,12 @@ class Handlers:
         biggest = max(msg.photo, key=lambda p: p.width * p.height)
         data = bytes(await (await biggest.get_file()).download_as_bytearray())
         async with self._chat_locks[chat]:
-            es, hits = await asyncio.to_thread(
-                _photo_round, self.explorer, data, concept, self.settings.album_size
-            )
-            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-            await self._send_round(bot, session, hits)
+            with self.edits.new_round(chat) as new:
+                es, hits = await asyncio.to_thread(
+                    _photo_round, self.explorer, data, concept, self.settings.album_size
+                )
+                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+                new.round_id = await self._send_round(bot, session, hits)
 
     async def _taught(self, session: Session) -> Taught:
         latest = await self.state.latest_round(session.id)
@@ -384,10 +398,17 @@ class Handlers:
         async with self._chat_locks[chat]:
             session = await self._active(chat)
             previous = await self.state.latest_round(session.id)
-            es, hits = await asyncio.to_thread(
-                _refit_round, self.explorer, session, await self._taught(session), self.settings.album_size
-            )
-            await self._save_fit(session, es)
+            with self.edits.new_round(chat) as new:
+                es, hits = await asyncio.to_thread(
+                    _refit_round,
+                    self.explorer,
+                    session,
+                    await self._taught(session),
+                    self.settings.album_size,
+                )
+                await self._save_fit(session, es)
+                if hits:
+                    new.round_id = await self._send_round(bot, session, hits)
             if not hits:
                 best = (
                     min(self.settings.album_size, sum(1 for v in es.labels.values() if v > 0))
@@ -395,12 +416,11 @@ class Handlers:
                 )
                 await bot.send_message(chat, texts.nothing_else(session.concept, best))
                 return
-            await self._send_round(bot, session, hits)
             if previous is not None and group and not self.settings.group_tallies:
                 await self._reveal_split(bot, chat, previous)
 
     async def _reveal_split(self, bot: Bot, chat: int, rnd: Round) -> None:
-        """A group round that was refined shows its 👍/👎 split from now on (best effort)."""
+        """A group round that was refined shows its 👍/👎 split from now on (best effort, after the new round)."""
         if rnd.keyboard_message_id is None:
             return
         try:
@@ -436,15 +456,15 @@ class Handlers:
             session = await self.state.end_session(chat)
         await bot.send_message(chat, texts.stopped(session.concept) if session else texts.NO_SESSION)
 
-    async def _send_round(self, bot: Bot, session: Session, hits: Sequence[Hit]) -> None:
-        """The album, then the round (recorded), then its voting keyboard."""
+    async def _send_round(self, bot: Bot, session: Session, hits: Sequence[Hit]) -> int | None:
+        """The album, then the round (recorded), then its voting keyboard; the round's id (None: no photos)."""
         items = [RoundItem(i + 1, h.id, h.url, h.caption, h.source) for i, h in enumerate(hits)]
         sent = await self.albums.send(
             bot, session.chat_id, items, lambda it: texts.round_caption(it.position, it.caption)
         )
         if not sent.items:
             await bot.send_message(session.chat_id, texts.NO_PHOTOS_SENT)
-            return
+            return None
         rnd = await self.state.add_round(session.id, "round", sent.items)
         keyboard = await bot.send_message(
             session.chat_id,
@@ -456,6 +476,7 @@ class Handlers:
         await self.state.mark_round(rnd.id, sent.status, sent.message_ids, keyboard.message_id)
         if sent.status == "unknown":
             await bot.send_message(session.chat_id, texts.ROUND_MAYBE_LOST)
+        return rnd.id
 
     async def _active(self, chat: int) -> Session:
         session = await self.state.active_session(chat)
