@@ -314,7 +314,7 @@ def run(quick: bool = False) -> str:
         "prior + hard": lambda s: Explorer(s, strategy="hard"),
         "prior + boundary": lambda s: Explorer(s, strategy="boundary"),
         "prior + mixed, no guards (one-sided trust region and leave-one-out off)": lambda s: Explorer(
-            s, params=ClassifierParams(loo_guard=False, one_sided_min_cos=-1.0)
+            s, params=ClassifierParams(loo_margin=None, one_sided_min_cos=-1.0)
         ),
         "original + hard (the demo)": lambda s: Explorer(s, params=ClassifierParams(method="original"), strategy="hard"),
     }

@@ -15,9 +15,11 @@ HELP = (
     "/more — next round (same as 🔁 Refine)\n"
     "/results — best images by the current classifier\n"
     "/stats — rounds, labels and voters\n"
-    "/export — labels as CSV and the classifier as JSON\n"
-    "/reset — end the session (admins only in groups)\n"
-    "/help — this message"
+    "/export [N] — labels as CSV and the classifier as JSON (of session N)\n"
+    "/sessions — this chat's sessions, by number\n"
+    "/reset — end the session\n"
+    "/help — this message\n\n"
+    "In groups only admins can end a session, or start a new concept while one is running."
 )
 
 EMPTY_CONCEPT = "The concept is empty — tell me what you are looking for, e.g. /find a house by the lake"
@@ -74,12 +76,12 @@ def results_message(concept: str, shown: int, estimate: MatchEstimate | None = N
 
 def vote_answer(position: int, vote: int, hidden: bool = False) -> str:
     """The callback answer for a vote: the voter's own vote (in groups the split stays hidden until 🔁 Refine)."""
-    after = " · the split shows after 🔁 Refine" if hidden else ""
+    after = " (your vote; the group's split shows after 🔁 Refine)" if hidden else ""
     if vote > 0:
-        return f"Your vote: 👍 {position}{after}"
+        return f"👍 {position} recorded{after}"
     if vote < 0:
-        return f"Your vote: 👎 {position}{after}"
-    return f"Your vote on {position} is removed"
+        return f"👎 {position} recorded{after}"
+    return f"Vote on {position} removed"
 
 
 def stopped(concept: str) -> str:
@@ -102,6 +104,38 @@ def matches(estimate: MatchEstimate | None) -> str:
     if estimate.at_least:
         return f"At least {estimate.count} images in the collection score above the decision boundary."
     return f"About {estimate.count} images in the collection score above the decision boundary."
+
+
+def only_admins_replace(concept: str) -> str:
+    """The reply to a group member's new concept while a session is active."""
+    return (
+        f"A session on “{short(concept)}” is running in this group; only group admins can start "
+        "another one while it is active (or end it with /reset)."
+    )
+
+
+def replaced(concept: str, number: int) -> str:
+    """Said after a new concept ended the chat's previous session."""
+    return f"Session {number} “{short(concept)}” has ended; its labels are kept: /export {number}"
+
+
+SESSIONS_SHOWN = 20
+
+
+def no_such_session(number: str) -> str:
+    """``/export N`` or ``/stats N`` for a number the chat never had."""
+    return f"There is no session {short(number, 20)} in this chat; /sessions lists them."
+
+
+def sessions(stats: list[Stats], first: int) -> str:
+    """``/sessions``: one line per session (the latest ``SESSIONS_SHOWN``), numbered from ``first``."""
+    if not stats:
+        return NO_SESSION_YET
+    lines = [
+        f"{n} · “{short(s.concept, 60)}” · {s.labels} labels · {'active' if s.active else 'ended'}"
+        for n, s in enumerate(stats, first)
+    ]
+    return "\n".join([*lines, "/export N sends session N's labels and classifier."])
 
 
 def stats(s: Stats, group: bool) -> str:

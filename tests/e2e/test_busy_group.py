@@ -68,9 +68,7 @@ async def test_a_vote_burst_does_not_delay_the_next_round(
         fake.press(GROUP, member, r2.keyboard, "👍 2")
     await fake.wait_for(
         "editMessageReplyMarkup",
-        lambda c: (
-            c.params.get("message_id") == r2.keyboard["message_id"] and "👎 2 · 3 voted" in r2.buttons
-        ),
+        lambda c: c.params.get("message_id") == r2.keyboard["message_id"] and "👎 2 · 3 voted" in r2.buttons,
         timeout=15,
         since=since,
     )
