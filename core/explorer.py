@@ -17,6 +17,7 @@ Round strategies (which unlabelled images a round shows), all built on ``store.k
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,14 @@ if TYPE_CHECKING:
 Strategy = Literal["hard", "random", "boundary", "mixed"]
 STRATEGIES: tuple[str, ...] = ("hard", "random", "boundary", "mixed")
 DEFAULT_STRATEGY: Strategy = "mixed"  # best on the labelling benchmark (bench/results/labelling.md)
+
+
+def concept_text(concept: str) -> str:
+    """``concept`` as it is searched: control characters (NUL and the like) dropped, whitespace runs
+    made one space; "" when nothing visible is left (only zero-width, format or space characters)."""
+    text = " ".join("".join(c for c in concept if unicodedata.category(c) != "Cc").split())
+    visible = any(unicodedata.category(c)[0] not in "CZ" for c in text)
+    return text if visible else ""
 
 
 @dataclass
@@ -76,8 +85,9 @@ class Explorer:
         self.seed = seed
 
     def start_text(self, concept: str) -> ExplorerSession:
-        """Embed ``concept`` and start a session from it; raises :class:`BadConcept` for blank text."""
-        text = " ".join(concept.split())
+        """Embed ``concept`` and start a session from it; raises :class:`BadConcept` for text with nothing
+        visible in it (blank, or only zero-width and control characters)."""
+        text = concept_text(concept)
         if not text:
             raise BadConcept(
                 "the concept is empty: describe what you are looking for, e.g. 'a house by the lake'"
