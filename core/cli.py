@@ -321,7 +321,11 @@ def _index_text(status: IndexStatus) -> str:
 def _index_progress(status: IndexStatus) -> None:
     """One stderr line per change while ``vdx index create`` waits for the build."""
     if status.exists and status.state == "InProgress":
-        print(f"index: building, {status.parts_built}/{status.parts_total} parts done", file=sys.stderr, flush=True)
+        print(
+            f"index: building, {status.parts_built}/{status.parts_total} parts done",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
