@@ -24,11 +24,12 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import keyboards, texts
 from bot.albums import AlbumSender
+from core import export as exports
 from core.config import Settings
 from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
 from core.explorer import Explorer, ExplorerSession
-from core.records import Hit, Scored
-from core.state import NoSession, RoundItem, Session, StaleRound, State, Tally
+from core.records import Hit, MatchPage, MatchQuery, Scored
+from core.state import MatchView, NoSession, RoundItem, Session, StaleRound, State, Tally
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,10 @@ def _refit_round(
 
 def _results(explorer: Explorer, session: Session, labels: dict[str, int], k: int) -> list[Scored]:
     return explorer.top(explorer.resume(session.concept, session.prior, session.weights, labels), k)
+
+
+def _match_query(explorer: Explorer, session: Session, labels: dict[str, int]) -> MatchQuery:
+    return explorer.match_query(explorer.resume(session.concept, session.prior, session.weights, labels))
 
 
 class Handlers:
@@ -214,16 +219,27 @@ class Handlers:
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
-        """``/export``: ``labels.csv`` (one column per voter) and ``classifier.json``."""
+        """``/export``: ``labels.csv`` (one column per voter), ``classifier.json`` and every match in
+        ``matches.csv`` (gzip-compressed when large, cut to Telegram's 50 MB with a note)."""
         chat = _chat(update)
         if (session := await self._latest_session(update)) is None:
             return
-        export = await self.state.export(session.id)
+        bundle = await exports.bundle_for(self.state, self.explorer, session.id)
+        matches = await asyncio.to_thread(exports.matches_document, bundle)
         bot = context.bot
-        await bot.send_document(chat.id, InputFile(export.labels_csv().encode(), filename="labels.csv"))
         await bot.send_document(
-            chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
+            chat.id, InputFile(bundle.export.labels_csv().encode(), filename="labels.csv")
         )
+        await bot.send_document(
+            chat.id, InputFile(exports.classifier_json(bundle).encode(), filename="classifier.json")
+        )
+        await bot.send_document(
+            chat.id,
+            InputFile(matches.content, filename=matches.filename),
+            caption=texts.matches_file(matches.rows, matches.total, bundle.threshold),
+        )
+        if matches.cut:
+            await bot.send_message(chat.id, texts.matches_cut(matches.rows, matches.total, session.id))
 
     async def _latest_session(self, update: Update) -> Session | None:
         """The chat's latest session, ended or not; when there is none, the chat is told so."""
@@ -250,6 +266,8 @@ class Handlers:
         press = keyboards.parse(query.data)
         if isinstance(press, keyboards.VotePress):
             await self._vote(context.bot, query, press)
+        elif isinstance(press, keyboards.PagePress):
+            await self._next_page(context.bot, update, query, press)
         else:
             await self._control(context.bot, update, query, press)
 
@@ -339,18 +357,71 @@ class Handlers:
             await self._send_round(bot, session, hits)
 
     async def _results(self, bot: Bot, chat: int) -> None:
+        """The first page of the classifier's matches and how many there are (▶ pages through them)."""
+        k = self.settings.album_size
         async with self._chat_locks[chat]:
             session = await self._active(chat)
             labels = await self.state.labels(session.id)
-            top = await asyncio.to_thread(_results, self.explorer, session, labels, self.settings.album_size)
-            items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(top)]
-            sent = await self.albums.send(
-                bot, chat, items, lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption)
+            query = await asyncio.to_thread(_match_query, self.explorer, session, labels)
+            page = await asyncio.to_thread(self.explorer.matches, query, k)
+            if page.total == 0 and query.threshold is not None:
+                # Nothing above the boundary: show the closest rather than nothing.
+                top = await asyncio.to_thread(_results, self.explorer, session, labels, k)
+                await self._send_scored(bot, session, top, 0)
+                await bot.send_message(chat, texts.no_matches(session.concept, query.threshold))
+                return
+            view = await self.state.add_match_view(session.id, query, page.total)
+            await self._send_page(bot, session, view, page)
+
+    async def _next_page(
+        self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.PagePress
+    ) -> None:
+        """▶: the next page of a kept listing, ranked by the classifier it was made with."""
+        view = await self.state.match_view(press.view_id)
+        chat = _chat(update).id
+        if view is None or view.chat_id != chat:
+            raise StaleRound()
+        session = await self.state.session(view.session_id)
+        assert session is not None
+        if press.offset >= view.total:
+            await query.answer(texts.LAST_PAGE)
+            return
+        await query.answer("Loading…")
+        async with self._chat_locks[chat]:
+            page = await asyncio.to_thread(
+                self.explorer.matches, view.query, self.settings.album_size, press.offset
             )
-            rnd = await self.state.add_round(session.id, "results", sent.items)
-            await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
-            if not sent.items:
-                await bot.send_message(chat, texts.NO_PHOTOS_SENT)
+            await self._send_page(bot, session, view, page)
+
+    async def _send_page(self, bot: Bot, session: Session, view: MatchView, page: MatchPage) -> None:
+        """A page of matches as an album, then the count and a ▶ button while there are more."""
+        shown = await self._send_scored(bot, session, page.items, page.offset)
+        if not shown:
+            return
+        end = page.offset + len(page.items)
+        more = view.total - end
+        await bot.send_message(
+            session.chat_id,
+            texts.matches_message(session.concept, page.offset + 1, end, view.total, page.threshold),
+            reply_markup=keyboards.next_page_keyboard(view.id, end, min(more, self.settings.album_size))
+            if more > 0
+            else None,
+        )
+
+    async def _send_scored(self, bot: Bot, session: Session, scored: Sequence[Scored], offset: int) -> int:
+        """Ranked images as an album (captions: rank and score), recorded as a results round."""
+        items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(scored)]
+        sent = await self.albums.send(
+            bot,
+            session.chat_id,
+            items,
+            lambda it: texts.results_caption(offset + it.position, it.score or 0.0, it.caption),
+        )
+        rnd = await self.state.add_round(session.id, "results", sent.items)
+        await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
+        if not sent.items and scored:
+            await bot.send_message(session.chat_id, texts.NO_PHOTOS_SENT)
+        return len(sent.items)
 
     async def _stop(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:

@@ -9,12 +9,12 @@ HELP = (
     "• Send a concept — in groups use /find <concept> — e.g. /find a house by the lake\n"
     "• Or send a photo (or reply /find to one) to search by image.\n"
     "• Vote 👍/👎 on the images, then 🔁 Refine for a sharper round.\n"
-    "• ⭐ Results (/results) shows the best images so far.\n\n"
+    "• ⭐ Results (/results) shows the images the classifier accepts, 9 at a time (▶ for more).\n\n"
     "/find <concept> — start a session\n"
     "/more — next round (same as 🔁 Refine)\n"
-    "/results — best images by the current classifier\n"
+    "/results — every image the classifier accepts, best first, and how many\n"
     "/stats — rounds, labels and voters\n"
-    "/export — labels as CSV and the classifier as JSON\n"
+    "/export — labels and matches as CSV, the classifier as JSON\n"
     "/reset — end the session (admins only in groups)\n"
     "/help — this message"
 )
@@ -67,6 +67,43 @@ def results_caption(rank: int, score: float, caption: str) -> str:
 def results_message(concept: str, shown: int) -> str:
     """The text after a results album."""
     return f"⭐ Top {shown} for “{short(concept)}” by the current classifier."
+
+
+def matches_message(concept: str, first: int, last: int, total: int, threshold: float | None) -> str:
+    """The text after a page of matches: which ranks these are, and how many images match."""
+    span = f"{first}–{last}" if last > first else str(first)
+    if threshold is None:
+        return (
+            f"⭐ {span} of the top {total} for “{short(concept)}”. "
+            "Vote 👍 and 👎 so the classifier can tell which images match."
+        )
+    noun = "image that matches" if total == 1 else "images that match"
+    return f"⭐ {span} of {total} {noun} “{short(concept)}” (score above {threshold:.2f})."
+
+
+def no_matches(concept: str, threshold: float) -> str:
+    """When the classifier accepts no image: what is shown instead."""
+    return (
+        f"No image scores above the classifier's boundary ({threshold:.2f}) for “{short(concept)}” yet; "
+        "these are the closest. Vote on more rounds (🔁 Refine) to sharpen it."
+    )
+
+
+def matches_file(rows: int, total: int, threshold: float | None) -> str:
+    """Caption of ``matches.csv``."""
+    what = f"score above {threshold:.2f}" if threshold is not None else "the top by score: no boundary yet"
+    return f"{rows} of {total} matches ({what}), best first"
+
+
+def matches_cut(rows: int, total: int, session_id: int) -> str:
+    """When ``matches.csv`` had to be cut to fit Telegram's document limit."""
+    return (
+        f"matches.csv holds the best {rows} of {total} matches: Telegram takes documents up to 50 MB. "
+        f"For all of them run `vdx export {session_id} --out DIR` where the bot runs."
+    )
+
+
+LAST_PAGE = "That was the last page of matches."
 
 
 def vote_answer(position: int, vote: int) -> str:

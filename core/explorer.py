@@ -26,7 +26,7 @@ import numpy as np
 
 from core.classifier import ClassifierParams, LinearClassifier
 from core.errors import BadConcept, EmptyDataset
-from core.records import Hit, Scored
+from core.records import Hit, MatchPage, MatchQuery, Scored
 from core.store import VectorStore
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 Strategy = Literal["hard", "random", "boundary", "mixed"]
 STRATEGIES: tuple[str, ...] = ("hard", "random", "boundary", "mixed")
 DEFAULT_STRATEGY: Strategy = "mixed"  # best on the labelling benchmark (bench/results/labelling.md)
+# While a classifier has no decision boundary (no 👍 and 👎 yet) its "matches" are its best this many.
+TOP_WITHOUT_BOUNDARY = 100
 
 
 @dataclass
@@ -142,6 +144,27 @@ class Explorer:
         rejected = [] if include_rejected else [i for i, v in session.labels.items() if v < 0]
         hits = self._found(self.store.knn(session.weights, k, exclude_ids=rejected))
         return [Scored(h.id, h.url, 1.0 - h.distance, h.caption, h.source) for h in hits]
+
+    def boundary(self, session: ExplorerSession) -> float | None:
+        """The cosine score above which the classifier says yes; None until it has both 👍 and 👎."""
+        if session.threshold is None and session.labels:
+            self._recover_threshold(session)
+        return session.threshold
+
+    def match_query(self, session: ExplorerSession) -> MatchQuery:
+        """What the session's classifier accepts: images above its boundary (the top
+        :data:`TOP_WITHOUT_BOUNDARY` while it has none), never an image the chat voted 👎."""
+        threshold = self.boundary(session)
+        rejected = tuple(sorted(i for i, v in session.labels.items() if v < 0))
+        cap = TOP_WITHOUT_BOUNDARY if threshold is None else None
+        return MatchQuery(session.weights.copy(), threshold, cap, rejected)
+
+    def matches(self, query: MatchQuery, limit: int, offset: int = 0) -> MatchPage:
+        """One page of ``query``'s matches, best first, with how many there are; computed in the store."""
+        page = self.store.matches(query.weights, query.threshold, limit, offset, query.excluded, query.cap)
+        if page.total == 0 and query.threshold is None and self.store.count() == 0:
+            raise EmptyDataset()
+        return page
 
     def _found(self, hits: list[Hit]) -> list[Hit]:
         """``hits``, unless the search came back empty because the collection is."""

@@ -22,6 +22,7 @@ import aiosqlite
 import numpy as np
 
 from core.errors import VdxError
+from core.records import MatchQuery
 
 RoundKind = Literal["round", "results"]
 RoundStatus = Literal["pending", "sent", "unknown", "failed"]
@@ -135,6 +136,18 @@ class Stats:
     @property
     def labels(self) -> int:
         return self.positive + self.negative
+
+
+@dataclass(frozen=True, eq=False)
+class MatchView:
+    """A listing of a session's matches that ▶ pages through."""
+
+    id: int
+    session_id: int
+    chat_id: int
+    concept: str
+    query: MatchQuery
+    total: int
 
 
 @dataclass(frozen=True)
@@ -267,10 +280,31 @@ async def _script(db: aiosqlite.Connection, sql: str) -> None:
             await db.execute(statement)
 
 
+async def m002_match_views(db: aiosqlite.Connection) -> None:
+    """Listings of a classifier's matches: what each ▶ button pages through (weight, boundary, cap,
+    rejected ids), kept so that every page comes from the same classifier."""
+    await _script(
+        db,
+        """
+        CREATE TABLE match_views (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            weights BLOB NOT NULL,
+            threshold REAL,
+            cap INTEGER,
+            excluded TEXT NOT NULL DEFAULT '[]',
+            total INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX match_views_session ON match_views(session_id, id);
+        """,
+    )
+
+
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 # Append only: position i (1-based) is schema version i. Never edit a released migration.
-MIGRATIONS: list[Migration] = [m001_initial]
+MIGRATIONS: list[Migration] = [m001_initial, m002_match_views]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -593,6 +627,48 @@ class State:
             (session_id,),
         )
         return {r["image_id"]: _sign(int(r["total"])) for r in rows}
+
+    # match listings
+
+    async def add_match_view(self, session_id: int, query: MatchQuery, total: int) -> MatchView:
+        """Keep ``query`` (and how many it matched) so that its pages can be fetched later."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO match_views (session_id, weights, threshold, cap, excluded, total, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    _vec_to_blob(query.weights),
+                    query.threshold,
+                    query.cap,
+                    json.dumps(list(query.excluded)),
+                    total,
+                    time.time(),
+                ),
+            )
+            view_id = int(cur.lastrowid or 0)
+        view = await self.match_view(view_id)
+        assert view is not None
+        return view
+
+    async def match_view(self, view_id: int) -> MatchView | None:
+        """A kept listing with its session's chat and concept, or None."""
+        row = await self._one(
+            "SELECT m.*, s.chat_id, s.concept FROM match_views m JOIN sessions s ON s.id = m.session_id "
+            "WHERE m.id = ?",
+            (view_id,),
+        )
+        if row is None:
+            return None
+        query = MatchQuery(
+            _blob_to_vec(row["weights"]),
+            row["threshold"],
+            row["cap"],
+            tuple(str(i) for i in json.loads(row["excluded"])),
+        )
+        return MatchView(
+            int(row["id"]), int(row["session_id"]), int(row["chat_id"]), row["concept"], query, int(row["total"])
+        )
 
     # Telegram file ids
 

@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, Error, Operation
 
 from core.config import Settings
 from core.errors import DatabaseLocked, DimensionMismatch, StoreError, StoreUnavailable
-from core.records import Hit, ImageBatch, IndexStatus, StoreInfo
+from core.records import Hit, ImageBatch, IndexStatus, MatchPage, Scored, StoreInfo
 
 SqlDialect = Literal["clickhouse", "myscale"]
 T = TypeVar("T")
@@ -58,6 +58,20 @@ class VectorStore(Protocol):
 
     def vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Stored vectors of ``ids`` (those that exist, in the order given) as float32 ``(n, dim)``."""
+
+    def matches(
+        self,
+        weight: np.ndarray,
+        threshold: float | None,
+        limit: int,
+        offset: int = 0,
+        exclude_ids: Iterable[str] = (),
+        cap: int | None = None,
+    ) -> MatchPage:
+        """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
+
+        ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score.
+        """
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""
@@ -191,6 +205,26 @@ def knn_sql(
     return (
         f"SELECT {cols}, dist FROM (SELECT {cols}, {dist} AS dist FROM {table} ORDER BY dist LIMIT {{m:UInt32}}) "
         "WHERE id NOT IN {ex:Array(String)} ORDER BY dist LIMIT {k:UInt32}"
+    )
+
+
+def matches_sql(dialect: SqlDialect, table: str) -> str:
+    """One page of rows scoring above ``{t}`` with ``{w}``, skipping ``{ex}``, best first, in one scan:
+    ``id, url, caption, source, score, total`` where ``total`` counts every accepted row."""
+    if dialect == "myscale":
+        # MyScale's distance() needs ORDER BY ... LIMIT on the vector search itself and cannot filter on
+        # the score; arrayMap works on every ClickHouse version it is built on.
+        score = "arraySum(arrayMap((x, y) -> x * y, vector, {w:Array(Float32)}))"
+    else:
+        score = "dotProduct(vector, {w:Array(Float32)})"  # unit vectors: the cosine, the fastest scan
+    cols = "id, url, caption, source"
+    # count() OVER () counts the accepted rows before LIMIT, in the same scan (ties broken by id, so a
+    # page boundary is the same on every call).
+    return (
+        f"SELECT {cols}, score, count() OVER () AS total "
+        f"FROM (SELECT {cols}, {score} AS score FROM {table}) "
+        "WHERE score > {t:Float64} AND id NOT IN {ex:Array(String)} "
+        "ORDER BY score DESC, id LIMIT {n:UInt64} OFFSET {o:UInt64}"
     )
 
 
@@ -489,6 +523,61 @@ class ClickHouseStore:
         if not order:
             return [], np.zeros((0, self.dim), dtype=np.float32)
         return order, np.asarray([found[i] for i in order], dtype=np.float32)
+
+    def matches(
+        self,
+        weight: np.ndarray,
+        threshold: float | None,
+        limit: int,
+        offset: int = 0,
+        exclude_ids: Iterable[str] = (),
+        cap: int | None = None,
+    ) -> MatchPage:
+        """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
+
+        The whole table is scored inside the database in one scan, the weight travelling as a query
+        parameter. ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score
+        (the top N while a classifier has no decision boundary).
+        """
+        w = np.asarray(weight, dtype=np.float32).reshape(-1)
+        offset = max(0, int(offset))
+        if not self.dim:
+            return MatchPage(0, offset, [], threshold)
+        self._check_vector_dim(w.shape[0], "classifier weight")
+        norm = float(np.linalg.norm(w))
+        if not np.isfinite(norm) or norm == 0:
+            raise StoreError("the classifier weight is zero or not finite")
+        if threshold is not None and not np.isfinite(threshold):
+            raise StoreError("the decision boundary is not a finite number")
+        n = max(0, int(limit))
+        if cap is not None:
+            n = max(0, min(n, int(cap) - offset))
+        params: dict[str, Any] = {
+            "w": (w / norm).tolist(),
+            "t": -2.0 if threshold is None else float(threshold),  # cosines are >= -1
+            "ex": list(dict.fromkeys(str(i) for i in exclude_ids)),
+            "n": n,
+            "o": offset,
+        }
+        try:
+            with self._missing_table_is_empty(), self._lock:
+                hot = self.hot_copy and self.dialect == "clickhouse"
+                if hot:
+                    self._ensure_hot()
+                    hot = self._hot_ready
+                sql = matches_sql(self.dialect, self._hot if hot else self.table)
+                # A page past the end has no rows to carry the total: ask for the first row instead.
+                rows = self._call_unlocked(functools.partial(self._rows, sql, params))
+                total = int(rows[0][5]) if rows else 0
+                if not rows and (offset or not n):
+                    head = self._call_unlocked(functools.partial(self._rows, sql, {**params, "n": 1, "o": 0}))
+                    total = int(head[0][5]) if head else 0
+        except _MissingTable:
+            return MatchPage(0, offset, [], threshold)
+        if cap is not None:
+            total = min(total, int(cap))
+        items = [Scored(id=r[0], url=r[1], score=float(r[4]), caption=r[2], source=r[3]) for r in rows]
+        return MatchPage(total, offset, items, threshold)
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""

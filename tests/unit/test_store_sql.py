@@ -13,6 +13,7 @@ from core.store import (
     index_drop_sql,
     index_status_sql,
     knn_sql,
+    matches_sql,
     parse_db_url,
 )
 
@@ -128,3 +129,18 @@ def test_parse_https_defaults() -> None:
 def test_bad_urls_are_clear_errors(url: str) -> None:
     with pytest.raises(StoreError):
         parse_db_url(url)
+
+
+def test_matches_score_every_row_in_one_scan_with_the_weight_as_a_parameter() -> None:
+    tail = (
+        "FROM images) WHERE score > {t:Float64} AND id NOT IN {ex:Array(String)} "
+        "ORDER BY score DESC, id LIMIT {n:UInt64} OFFSET {o:UInt64}"
+    )
+    head = "SELECT id, url, caption, source, score, count() OVER () AS total FROM (SELECT id, url, caption, source, "
+    assert (
+        matches_sql("clickhouse", "images")
+        == head + "dotProduct(vector, {w:Array(Float32)}) AS score " + tail
+    )
+    assert matches_sql("myscale", "images") == (
+        head + "arraySum(arrayMap((x, y) -> x * y, vector, {w:Array(Float32)})) AS score " + tail
+    )
