@@ -8,9 +8,11 @@ in order. Model and vector-database work runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import io
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -25,11 +27,12 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot import keyboards, texts
 from bot.albums import AlbumSender
 from core import export as exports
+from core.alerts import Alert, Alerts
 from core.config import Settings
 from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
 from core.explorer import Explorer, ExplorerSession
 from core.records import Hit, MatchPage, MatchQuery, Scored
-from core.state import MatchView, NoSession, RoundItem, Session, StaleRound, State, Tally
+from core.state import MatchView, NoSession, RoundItem, SavedConcept, Session, StaleRound, State, Tally
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,24 @@ Context = ContextTypes.DEFAULT_TYPE
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 ADMINS = (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+
+
+NAME = re.compile(r"[\w-]{1,32}")
+
+
+class BadName(VdxError):
+    """A saved concept's name that is empty, too long or has spaces or symbols."""
+
+    def __init__(self) -> None:
+        super().__init__(texts.BAD_NAME)
+
+
+class UnknownConcept(VdxError):
+    """A name that is not one of the chat's saved concepts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(texts.unknown_concept(name))
 
 
 class UnreadablePhoto(VdxError):
@@ -107,6 +128,14 @@ def _results(explorer: Explorer, session: Session, labels: dict[str, int], k: in
     return explorer.top(explorer.resume(session.concept, session.prior, session.weights, labels), k)
 
 
+def _saved_round(explorer: Explorer, saved: SavedConcept, k: int) -> list[Hit]:
+    return explorer.next_batch(explorer.resume(saved.concept, saved.prior, saved.weights, saved.labels), k)
+
+
+def _boundary(explorer: Explorer, session: Session, labels: dict[str, int]) -> float | None:
+    return explorer.boundary(explorer.resume(session.concept, session.prior, session.weights, labels))
+
+
 def _match_query(explorer: Explorer, session: Session, labels: dict[str, int]) -> MatchQuery:
     return explorer.match_query(explorer.resume(session.concept, session.prior, session.weights, labels))
 
@@ -122,6 +151,7 @@ class Handlers:
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._edit_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._edits_waiting: defaultdict[int, int] = defaultdict(int)
+        self._alerts_task: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> State:
@@ -138,9 +168,56 @@ class Handlers:
             self._state = await State.open(self.settings.state_path)
 
     async def close(self, app: Any = None) -> None:
-        """``post_shutdown``: close the state database."""
+        """``post_shutdown``: stop looking for new images, close the state database."""
+        await self.stop_alerts()
         if self._state is not None:
             await self._state.close()
+
+    # --- alerts ---------------------------------------------------------------------------------
+
+    def start_alerts(self, bot: Bot) -> None:
+        """Look for newly ingested images every ``VDX_ALERT_INTERVAL`` seconds and post alerts."""
+        if self._alerts_task is None:
+            self._alerts_task = asyncio.create_task(self._alert_loop(bot), name="vdx-alerts")
+
+    async def stop_alerts(self) -> None:
+        """Stop the alert loop (idempotent)."""
+        task, self._alerts_task = self._alerts_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _alert_loop(self, bot: Bot) -> None:
+        alerts = Alerts(self.explorer.store, self.state, self.settings.album_size)
+        while True:
+            try:
+                for alert in await alerts.due():
+                    await self._post_alert(bot, alert)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive one failed look (database down, chat gone)
+                log.exception("looking for new images to alert on failed; trying again later")
+            await asyncio.sleep(self.settings.alert_interval)
+
+    async def _post_alert(self, bot: Bot, alert: Alert) -> None:
+        """One album of a watched concept's best new matches, then how many there are."""
+        items = [
+            RoundItem(i + 1, m.id, m.url, m.caption, m.source, m.score) for i, m in enumerate(alert.items)
+        ]
+        try:
+            sent = await self.albums.send(
+                bot,
+                alert.chat_id,
+                items,
+                lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption),
+            )
+            await bot.send_message(
+                alert.chat_id,
+                texts.alert(alert.concept.name, alert.concept.concept, len(sent.items), alert.total),
+            )
+        except TelegramError as e:  # e.g. the bot was removed from the chat; the watch stays
+            log.warning("could not post an alert for %r to chat %s: %s", alert.concept.name, alert.chat_id, e)
 
     # --- guards ---------------------------------------------------------------------------------
 
@@ -241,6 +318,63 @@ class Handlers:
         if matches.cut:
             await bot.send_message(chat.id, texts.matches_cut(matches.rows, matches.total, session.id))
 
+    @replies_on_error
+    async def save(self, update: Update, context: Context) -> None:
+        """``/save NAME``: keep the chat's classifier (weight, prior, boundary, labels) under a name."""
+        name = _name(context)
+        if (session := await self._latest_session(update)) is None:
+            return
+        chat = _chat(update).id
+        async with self._chat_locks[chat]:
+            labels = await self.state.labels(session.id)
+            threshold = await asyncio.to_thread(_boundary, self.explorer, session, labels)
+            saved, replaced = await self.state.save_concept(
+                chat, name, session, session.weights, threshold, labels
+            )
+        await _message(update).reply_text(texts.saved(saved, replaced))
+
+    @replies_on_error
+    async def concepts(self, update: Update, context: Context) -> None:
+        """``/concepts``: the chat's saved concepts."""
+        chat = _chat(update).id
+        saved = await self.state.saved_concepts(chat)
+        watched = {w.concept.id for w in await self.state.watches() if w.chat_id == chat}
+        await _message(update).reply_text(texts.concept_list(saved, watched))
+
+    @replies_on_error
+    async def forget(self, update: Update, context: Context) -> None:
+        """``/forget NAME``: delete a saved concept (and stop watching it)."""
+        name = _name(context)
+        if await self.state.forget_concept(_chat(update).id, name) is None:
+            raise UnknownConcept(name)
+        await _message(update).reply_text(texts.forgotten(name))
+
+    @replies_on_error
+    async def watch(self, update: Update, context: Context) -> None:
+        """``/watch NAME``: post the new images a saved concept accepts whenever images are ingested."""
+        chat = _chat(update).id
+        saved = await self._saved(chat, _name(context))
+        if saved.threshold is None:
+            await _message(update).reply_text(texts.watch_needs_boundary(saved.name))
+            return
+        latest = await asyncio.to_thread(self.explorer.store.latest_added)
+        added = await self.state.watch(chat, saved, latest)
+        await _message(update).reply_text(texts.watching(saved.name, added))
+
+    @replies_on_error
+    async def unwatch(self, update: Update, context: Context) -> None:
+        """``/unwatch NAME``: stop the alerts of a saved concept."""
+        chat = _chat(update).id
+        saved = await self._saved(chat, _name(context))
+        removed = await self.state.unwatch(chat, saved)
+        await _message(update).reply_text(texts.unwatched(saved.name, removed))
+
+    async def _saved(self, chat: int, name: str) -> SavedConcept:
+        saved = await self.state.saved_concept(chat, name)
+        if saved is None:
+            raise UnknownConcept(name)
+        return saved
+
     async def _latest_session(self, update: Update) -> Session | None:
         """The chat's latest session, ended or not; when there is none, the chat is told so."""
         session = await self.state.latest_session(_chat(update).id)
@@ -328,12 +462,25 @@ class Handlers:
         chat = _chat(update).id
         if not concept.strip():
             raise BadConcept(texts.EMPTY_CONCEPT)
+        words = concept.split()
+        if len(words) == 1 and words[0].startswith("@") and len(words[0]) > 1:
+            await self._start_saved(update, bot, words[0][1:])
+            return
         async with self._chat_locks[chat]:
             es, hits = await asyncio.to_thread(_first_round, self.explorer, concept, self.settings.album_size)
             session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
             await self._send_round(bot, session, hits)
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
+
+    async def _start_saved(self, update: Update, bot: Bot, name: str) -> None:
+        """``/find @NAME``: a new session that continues a saved concept (its weight and labels)."""
+        chat = _chat(update).id
+        saved = await self._saved(chat, name)
+        async with self._chat_locks[chat]:
+            hits = await asyncio.to_thread(_saved_round, self.explorer, saved, self.settings.album_size)
+            session = await self.state.start_from_saved(chat, saved)
+            await self._send_round(bot, session, hits)
 
     async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
         chat = _chat(update).id
@@ -491,6 +638,15 @@ class _quietly:
             log.warning("could not tell the chat about an error: %s", exc)
             return True
         return False
+
+
+def _name(context: Context) -> str:
+    """The NAME argument of /save, /forget, /watch, /unwatch (a leading @ is allowed)."""
+    args = context.args or []
+    name = args[0].removeprefix("@") if len(args) == 1 else ""
+    if not NAME.fullmatch(name):
+        raise BadName()
+    return name
 
 
 def _message(update: Update) -> Message:

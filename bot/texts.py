@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.state import Stats
+from core.state import SavedConcept, Stats
 
 HELP = (
     "Explore the image collection by concept and teach me what you mean.\n\n"
@@ -15,6 +15,8 @@ HELP = (
     "/results — every image the classifier accepts, best first, and how many\n"
     "/stats — rounds, labels and voters\n"
     "/export — labels and matches as CSV, the classifier as JSON\n"
+    "/save NAME — keep this classifier; /concepts lists them, /find @NAME continues one, /forget NAME\n"
+    "/watch NAME — post new images it accepts whenever images are added; /unwatch NAME\n"
     "/reset — end the session (admins only in groups)\n"
     "/help — this message"
 )
@@ -101,6 +103,75 @@ def matches_cut(rows: int, total: int, session_id: int) -> str:
         f"matches.csv holds the best {rows} of {total} matches: Telegram takes documents up to 50 MB. "
         f"For all of them run `vdx export {session_id} --out DIR` where the bot runs."
     )
+
+
+BAD_NAME = "Give the concept a one-word name of up to 32 letters, digits, - or _, e.g. /save red_fox"
+
+
+def unknown_concept(name: str) -> str:
+    """When a name is not one of the chat's saved concepts."""
+    return f"There is no saved concept “{short(name, 40)}” here. /concepts lists them."
+
+
+def _boundary(threshold: float | None) -> str:
+    return "no boundary yet" if threshold is None else f"boundary {threshold:.2f}"
+
+
+def saved(c: SavedConcept, replaced: bool) -> str:
+    """The reply to /save."""
+    pos = sum(1 for v in c.labels.values() if v > 0)
+    neg = sum(1 for v in c.labels.values() if v < 0)
+    verb = "Updated" if replaced else "Saved"
+    return (
+        f"{verb} “{short(c.concept)}” as {c.name}: 👍 {pos} / 👎 {neg} labels, {_boundary(c.threshold)}.\n"
+        f"/find @{c.name} continues it; /watch {c.name} tells you when new images match it."
+    )
+
+
+def concept_list(concepts: list[SavedConcept], watched: set[int]) -> str:
+    """The reply to /concepts."""
+    if not concepts:
+        return "No saved concepts yet. Teach one, then /save NAME."
+    lines = ["Saved concepts:"]
+    for c in concepts:
+        eye = " · 🔔 watched" if c.id in watched else ""
+        lines.append(
+            f"• {c.name} — “{short(c.concept, 60)}” · {len(c.labels)} labels · {_boundary(c.threshold)}{eye}"
+        )
+    lines.append("/find @NAME continues one · /watch NAME · /forget NAME")
+    return "\n".join(lines)
+
+
+def forgotten(name: str) -> str:
+    """The reply to /forget."""
+    return f"Forgot {name}."
+
+
+def watch_needs_boundary(name: str) -> str:
+    """/watch on a concept that cannot tell matches yet."""
+    return (
+        f"{name} has no decision boundary yet: vote both 👍 and 👎 in a session "
+        f"(/find @{name}), then /save {name} again and /watch it."
+    )
+
+
+def watching(name: str, new: bool) -> str:
+    """The reply to /watch."""
+    if not new:
+        return f"Already watching {name}."
+    return f"🔔 Watching {name}: when new images are added I will post the ones it accepts."
+
+
+def unwatched(name: str, removed: bool) -> str:
+    """The reply to /unwatch."""
+    return f"Stopped watching {name}." if removed else f"{name} was not being watched."
+
+
+def alert(name: str, concept: str, shown: int, total: int) -> str:
+    """The text after an alert album."""
+    noun = "new image matches" if total == 1 else "new images match"
+    more = f" (the best {shown} above)" if shown < total else ""
+    return f"🔔 {total} {noun} {name} (“{short(concept, 80)}”){more}. /unwatch {name} to stop."
 
 
 LAST_PAGE = "That was the last page of matches."

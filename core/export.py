@@ -451,3 +451,40 @@ async def bundle_for(state: State, explorer: Explorer, session_id: int) -> Bundl
     hits = await asyncio.to_thread(explorer.store.get, [r.image_id for r in export.rows])
     sources = {h.id: h.source for h in hits} | {m.id: m.source for m in page.items}
     return Bundle(export, page.items, query.threshold, page.total, sources)
+
+
+# --- reading a classifier back --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ClassifierFile:
+    """A ``classifier.json`` read back: what ``vdx search --classifier`` applies."""
+
+    concept: str
+    weights: Any  # float32 (dim,), unit
+    threshold: float | None
+
+
+def read_classifier(path: Path) -> ClassifierFile:
+    """Read a ``classifier.json`` written by ``/export`` or ``vdx export``; one clear error if it is not one."""
+    import numpy as np
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VdxError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise VdxError(f"{path} is not a classifier.json ({type(e).__name__})") from None
+    weights = data.get("weights") if isinstance(data, dict) else None
+    if not isinstance(weights, list) or not weights or not all(isinstance(x, (int, float)) for x in weights):
+        raise VdxError(f"{path} has no 'weights' list of numbers: is it a classifier.json from /export?")
+    w = np.asarray(weights, dtype=np.float32)
+    norm = float(np.linalg.norm(w))
+    if not np.isfinite(norm) or norm == 0:
+        raise VdxError(f"{path}: the weights are zero or not finite")
+    threshold = data.get("threshold")
+    if threshold is not None and not isinstance(threshold, (int, float)):
+        raise VdxError(f"{path}: 'threshold' must be a number or null")
+    return ClassifierFile(
+        str(data.get("concept", "")), w / norm, None if threshold is None else float(threshold)
+    )

@@ -67,11 +67,16 @@ class VectorStore(Protocol):
         offset: int = 0,
         exclude_ids: Iterable[str] = (),
         cap: int | None = None,
+        added: tuple[int, int] | None = None,
     ) -> MatchPage:
         """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
 
-        ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score.
+        ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score;
+        ``added`` only images added in that span of Unix seconds (inclusive).
         """
+
+    def latest_added(self) -> int:
+        """When the newest image was added (Unix seconds; 0 for an empty table)."""
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""
@@ -208,9 +213,10 @@ def knn_sql(
     )
 
 
-def matches_sql(dialect: SqlDialect, table: str) -> str:
+def matches_sql(dialect: SqlDialect, table: str, added: bool = False) -> str:
     """One page of rows scoring above ``{t}`` with ``{w}``, skipping ``{ex}``, best first, in one scan:
-    ``id, url, caption, source, score, total`` where ``total`` counts every accepted row."""
+    ``id, url, caption, source, score, total`` where ``total`` counts every accepted row. ``added``
+    keeps only rows added from ``{a0}`` to ``{a1}`` (Unix seconds, inclusive)."""
     if dialect == "myscale":
         # MyScale's distance() needs ORDER BY ... LIMIT on the vector search itself and cannot filter on
         # the score; arrayMap works on every ClickHouse version it is built on.
@@ -220,9 +226,10 @@ def matches_sql(dialect: SqlDialect, table: str) -> str:
     cols = "id, url, caption, source"
     # count() OVER () counts the accepted rows before LIMIT, in the same scan (ties broken by id, so a
     # page boundary is the same on every call).
+    where = " WHERE added_at BETWEEN toDateTime({a0:UInt32}) AND toDateTime({a1:UInt32})" if added else ""
     return (
         f"SELECT {cols}, score, count() OVER () AS total "
-        f"FROM (SELECT {cols}, {score} AS score FROM {table}) "
+        f"FROM (SELECT {cols}, {score} AS score FROM {table}{where}) "
         "WHERE score > {t:Float64} AND id NOT IN {ex:Array(String)} "
         "ORDER BY score DESC, id LIMIT {n:UInt64} OFFSET {o:UInt64}"
     )
@@ -532,12 +539,15 @@ class ClickHouseStore:
         offset: int = 0,
         exclude_ids: Iterable[str] = (),
         cap: int | None = None,
+        added: tuple[int, int] | None = None,
     ) -> MatchPage:
         """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
 
         The whole table is scored inside the database in one scan, the weight travelling as a query
         parameter. ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score
-        (the top N while a classifier has no decision boundary).
+        (the top N while a classifier has no decision boundary); ``added`` keeps only the images added
+        in that span of Unix seconds (inclusive), read from the stored table (the in-memory copy has
+        no insert times).
         """
         w = np.asarray(weight, dtype=np.float32).reshape(-1)
         offset = max(0, int(offset))
@@ -559,13 +569,15 @@ class ClickHouseStore:
             "n": n,
             "o": offset,
         }
+        if added is not None:
+            params["a0"], params["a1"] = max(0, int(added[0])), max(0, int(added[1]))
         try:
             with self._missing_table_is_empty(), self._lock:
-                hot = self.hot_copy and self.dialect == "clickhouse"
+                hot = self.hot_copy and self.dialect == "clickhouse" and added is None
                 if hot:
                     self._ensure_hot()
                     hot = self._hot_ready
-                sql = matches_sql(self.dialect, self._hot if hot else self.table)
+                sql = matches_sql(self.dialect, self._hot if hot else self.table, added is not None)
                 # A page past the end has no rows to carry the total: ask for the first row instead.
                 rows = self._call_unlocked(functools.partial(self._rows, sql, params))
                 total = int(rows[0][5]) if rows else 0
@@ -578,6 +590,15 @@ class ClickHouseStore:
             total = min(total, int(cap))
         items = [Scored(id=r[0], url=r[1], score=float(r[4]), caption=r[2], source=r[3]) for r in rows]
         return MatchPage(total, offset, items, threshold)
+
+    def latest_added(self) -> int:
+        """When the newest image was added (Unix seconds; 0 for an empty or missing table)."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(f"SELECT toUnixTimestamp(max(added_at)), count() FROM {self.table}")
+        except _MissingTable:
+            return 0
+        return int(rows[0][0]) if rows and rows[0][1] else 0
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""

@@ -261,8 +261,10 @@ class NumpyStore:
         offset: int = 0,
         exclude_ids: Iterable[str] = (),
         cap: int | None = None,
+        added: tuple[int, int] | None = None,
     ) -> MatchPage:
-        """Rows scoring above ``threshold``, best first (ties by id), one page: the numpy reference."""
+        """Rows scoring above ``threshold``, best first (ties by id), one page: the numpy reference.
+        Rows carry no insert time here, so ``added`` is ignored."""
         w = np.asarray(weight, dtype=np.float32).reshape(-1)
         if w.shape[0] != self.dim:
             raise DimensionMismatch(self.dim, w.shape[0], "matches")
@@ -280,6 +282,10 @@ class NumpyStore:
             for r in page
         ]
         return MatchPage(len(order), max(0, offset), items, threshold)
+
+    def latest_added(self) -> int:
+        """No insert times here: always 0."""
+        return 0
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of the ``ids`` that exist, with distance 0."""

@@ -146,11 +146,14 @@ def bot_settings(settings: Settings) -> Settings:
     return settings.with_(telegram_token=DEFAULT_TOKEN, album_size=9)
 
 
-def fill_store(settings: Settings, store: Any, images: ImageServer, n: int, *, seed: int = 0) -> Dataset:
+def fill_store(
+    settings: Settings, store: Any, images: ImageServer, n: int, *, seed: int = 0, photos: Path | None = None
+) -> Dataset:
     """Insert ``n`` random unit vectors: two thirds from a folder, a third from "Unsplash" URLs.
 
     Every image gets a cached thumbnail (as ingest keeps one); Unsplash ones are also served by
-    ``images`` so the fake Telegram can fetch them.
+    ``images`` so the fake Telegram can fetch them. With ``photos``, folder images are also written
+    there as originals, their URL the file's ``file://`` URI (as ``vdx ingest folder`` stores it).
     """
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(n, store.dim)).astype(np.float32)
@@ -167,6 +170,10 @@ def fill_store(settings: Settings, store: Any, images: ImageServer, n: int, *, s
         if source == "unsplash":
             images.images[f"{image_id}.jpg"] = content
             url = images.url(f"{image_id}.jpg")
+        elif photos is not None:
+            photos.mkdir(parents=True, exist_ok=True)
+            (photos / f"{image_id}.jpg").write_bytes(content)
+            url = (photos / f"{image_id}.jpg").resolve().as_uri()
         else:
             url = f"file:///photos/{image_id}.jpg"
         ds.ids.append(image_id)
