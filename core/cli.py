@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     index.add_argument("action", choices=["create", "status", "drop"], help="what to do")
+    index.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="create: return once the build has started instead of when every part has the index",
+    )
 
     bot = commands.add_parser(
         "bot",
@@ -490,6 +495,12 @@ def _index_text(status: IndexStatus) -> str:
     return " ".join(part for part in (status.kind, status.detail) if part) or "present"
 
 
+def _index_progress(status: IndexStatus) -> None:
+    """One stderr line per change while ``vdx index create`` waits for the build."""
+    if status.exists and status.state == "InProgress":
+        print(f"index: building, {status.parts_built}/{status.parts_total} parts done", file=sys.stderr, flush=True)
+
+
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     """``vdx info``."""
     with _store(settings) as store:
@@ -528,7 +539,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     """``vdx index create|status|drop``."""
     with _store(settings) as store:
         if args.action == "create":
-            status = store.index_create()
+            status = store.index_create(wait=not args.no_wait, progress=_index_progress)
         elif args.action == "drop":
             status = store.index_drop()
         else:
