@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from core.config import Settings
+from core.dialects import MyScaleDialect
 from core.records import ImageBatch, Scored
 from core.store import ClickHouseStore, open_store
 from core.synthetic import NumpyStore
@@ -65,7 +66,7 @@ def store(
     if request.param != "hot":
         s.hot_copy = False
     if request.param == "myscale-sql":
-        s.dialect = "myscale"  # MyScale's score expression, run here on chDB
+        s.dialect = MyScaleDialect()  # MyScale's score expression, run here on chDB
     yield s
     s.close()
 
