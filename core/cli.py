@@ -138,9 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  vdx search --image ~/Pictures/fox.jpg\n  vdx search --classifier fox/classifier.json -k 50",
         formatter_class=fmt,
     )
-    search.add_argument("text", nargs="?", help="the concept, in words")
-    search.add_argument("--image", type=Path, help="search by this photo instead of a text")
-    search.add_argument("--classifier", type=Path, help="a classifier.json: list the images it accepts")
+    what = search.add_mutually_exclusive_group(required=True)
+    what.add_argument("text", nargs="?", help="the concept, in words")
+    what.add_argument("--image", type=Path, help="search by this photo instead of a text")
+    what.add_argument("--classifier", type=Path, help="a classifier.json: list the images it accepts")
     search.add_argument("-k", type=_positive, default=9, help="how many images (default 9)")
     search.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
