@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -220,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1", help="address the webhook server binds (default 127.0.0.1)"
     )
     bot.add_argument("--port", type=_positive, default=8443, help="port of the webhook server (default 8443)")
+    bot.add_argument(
+        "--check", action="store_true", help="only check the token and load the model, then exit (0: ready)"
+    )
     return parser
 
 
@@ -560,6 +564,8 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         api_url=args.api_url,
         webhook_url=args.webhook_url,
+        on_ready=lambda line: print(line, flush=True),
+        check=args.check,
         **{k: v for k, v in options.items() if v is not None},  # unset: the bot's own defaults
     )
     return 0
@@ -576,6 +582,16 @@ COMMANDS = {
 }
 
 
+ERROR_CHARS = 300
+_NUMBER_RUN = re.compile(r"(?:[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?[,\s]+){8,}[-+]?[\d.eE+-]*")
+
+
+def one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    """``text`` as one line of at most about ``limit`` characters; a run of numbers (a vector) is elided."""
+    text = _NUMBER_RUN.sub("…", " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vdx``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
@@ -587,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, _settings(args))
     except VdxError as e:
-        print(f"vdx: error: {e}", file=sys.stderr)
+        log.info("%s", type(e).__name__, exc_info=True)  # the whole chain, with -v
+        print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as e:
         from core.ingest import IngestInterrupted
