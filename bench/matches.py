@@ -178,7 +178,43 @@ def _render(results: dict[tuple[int, str], list[dict]], reps: dict[int, int]) ->
         f"repetitions. Machine: {os.cpu_count()}-core shared CPU ({cpu}), no GPU; other jobs shared the cores "
         "during the run, so compare the columns of one row (measured back to back), not absolute milliseconds.\n\n"
         + "\n".join(lines)
-        + f"\n\nLoading (insert + OPTIMIZE): {loads}.\n"
+        + f"\n\nLoading (insert + OPTIMIZE): {loads}.\n\n"
+        + _findings(results)
+    )
+
+
+def _findings(results: dict[tuple[int, str], list[dict]]) -> str:
+    """What the table says, computed from it."""
+    page, every, mt = [], [], []
+    agree = True
+    for (n, _kind), recs in results.items():
+        ref = {r["j"]: r["p50"] for r in recs if r["what"] == "numpy"}
+        store = [x for x in recs if x["what"] == "store"]
+        hot = {(x["j"], x["task"]): x["p50"] for x in store if x["where"] != "MergeTree"}
+        for x in store:
+            agree = agree and x["agree"]
+            if x["where"] == "MergeTree":
+                if hot.get((x["j"], x["task"])):
+                    mt.append(x["p50"] / hot[(x["j"], x["task"])])
+            elif ref.get(x["j"]):
+                target = page if x["task"] == "first page + count" else every
+                target.append((x["p50"] / ref[x["j"]], n, x["matches"]))
+    if not page or not every:
+        return ""
+    slow = max(every)
+    med = lambda xs: float(np.median([x[0] for x in xs]))  # noqa: E731
+    return (
+        f"Findings: the page ⭐ Results shows, with its count, took {med(page):.1f}× numpy's time (median over "
+        f"every row; {min(page)[0]:.1f}–{max(page)[0]:.1f}×) with the scan inside the database and no vectors "
+        f"leaving it. Reading every match took {med(every):.1f}× (median; {min(every)[0]:.1f}–{slow[0]:.1f}×, "
+        f"the slowest being {slow[2]:,} matches of {slow[1]:,} rows). Scanning the stored MergeTree table instead "
+        f"of the in-memory copy took {np.median(mt):.1f}× as long (median). "
+        + (
+            "Every ranking was numpy's (up to float32 rounding at the boundary)."
+            if agree
+            else "Some rankings differed from numpy's beyond float32 rounding: see the last column."
+        )
+        + "\n"
     )
 
 
