@@ -170,6 +170,8 @@ class Handlers:
         self.edits = edits or KeyboardEdits()
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._alerts_task: asyncio.Task[None] | None = None
+        self._alerts_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def state(self) -> State:
@@ -197,7 +199,14 @@ class Handlers:
     def start_alerts(self, bot: Bot) -> None:
         """Look for newly ingested images every ``VDX_ALERT_INTERVAL`` seconds and post alerts."""
         if self._alerts_task is None:
+            self._loop = asyncio.get_running_loop()
             self._alerts_task = asyncio.create_task(self._alert_loop(bot), name="vdx-alerts")
+
+    def images_ingested(self, event: object = None) -> None:
+        """An ingest stored images: look for alerts now rather than at the next interval. Safe to call
+        from any thread (ingests insert from worker threads)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._alerts_wake.set)
 
     async def stop_alerts(self) -> None:
         """Stop the alert loop (idempotent)."""
@@ -217,7 +226,12 @@ class Handlers:
                 raise
             except Exception:  # the loop must outlive one failed look (database down, chat gone)
                 log.exception("looking for new images to alert on failed; trying again later")
-            await asyncio.sleep(self.settings.alert_interval)
+            # While rows are arriving, look again in a second (an ingest is over once nothing new
+            # came in between two looks); else at the interval, or as soon as an ingest says so.
+            wait = 1.0 if alerts.settling else self.settings.alert_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._alerts_wake.wait(), wait)
+            self._alerts_wake.clear()
 
     async def _post_alert(self, bot: Bot, alert: Alert) -> None:
         """One album of a watched concept's best new matches, then how many there are."""

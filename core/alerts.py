@@ -41,15 +41,16 @@ class Alerts:
         self.state = state
         self.album_size = album_size
         self._last_seen: int | None = None  # newest added_at at the previous look
+        self.settling = True  # the last look saw new rows arrive: look again soon
 
     async def due(self) -> list[Alert]:
         """The alerts to post now: none while images are still arriving (the newest ``added_at`` moved
         since the last look), else one per watch with new matching images. Each is recorded as posted
         before it is returned (at most once: a crash while posting loses an album, never repeats one)."""
         latest = await asyncio.to_thread(self.store.latest_added)
-        settled = latest == self._last_seen
+        self.settling = latest != self._last_seen
         self._last_seen = latest
-        if not settled:
+        if self.settling:
             return []
         out = []
         for watch in await self.state.watches():
