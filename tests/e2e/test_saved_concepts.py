@@ -102,7 +102,7 @@ async def test_save_list_continue_and_forget_a_concept(fake: FakeBotApi, bot: An
     assert "a red fox" in r2.keyboard["text"] and not set(r2.ids) & {r1.ids[0], r1.ids[1], r1.ids[8]}
     assert "no saved concept" in (await _say(fake, "/find @wolf", "saved concept")).lower()
 
-    assert "Forgot" in await _say(fake, "/forget fox", "fox")
+    assert "Forgot fox" in await _say(fake, "/forget fox", "Forgot")
     assert "No saved concepts" in await _say(fake, "/concepts", "saved")
     assert "no saved concept" in (await _say(fake, "/forget fox", "saved concept")).lower()
 
