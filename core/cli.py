@@ -399,6 +399,7 @@ def cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:
                 for s in summaries:
                     labels = await state.labels(s.session.id)
                     es = explorer.resume(s.session.concept, s.session.prior, s.session.weights, labels)
+                    es.boundary = s.session.boundary  # kept with the weight at its last fit
                     query = explorer.match_query(es)
                     total = store.matches(
                         query.weights, query.threshold, 0, 0, query.excluded, query.cap
@@ -505,7 +506,11 @@ def _index_text(status: IndexStatus) -> str:
 def _index_progress(status: IndexStatus) -> None:
     """One stderr line per change while ``vdx index create`` waits for the build."""
     if status.exists and status.state == "InProgress":
-        print(f"index: building, {status.parts_built}/{status.parts_total} parts done", file=sys.stderr, flush=True)
+        print(
+            f"index: building, {status.parts_built}/{status.parts_total} parts done",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:

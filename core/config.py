@@ -34,6 +34,9 @@ class Settings:
     allowed_chats: frozenset[int] = field(default_factory=frozenset)
     album_size: int = 9
     alert_interval: float = 10.0  # seconds between looks for newly ingested images (alerts)
+    # Show the 👍/👎 split on group keyboards while people vote (off: only how many voted, so later
+    # voters are not swayed by the majority; the split shows once the round is refined).
+    group_tallies: bool = False
 
     @property
     def embedded_db_path(self) -> Path:
@@ -74,6 +77,9 @@ class Settings:
             alert_interval = float(interval)
         except ValueError:
             raise ConfigError(f"VDX_ALERT_INTERVAL must be a number of seconds, got {interval!r}") from None
+        tallies = get("VDX_GROUP_TALLIES", "0").lower()
+        if tallies not in _BOOLEANS:
+            raise ConfigError(f"VDX_GROUP_TALLIES must be 1 or 0 (true/false, on/off), got {tallies!r}")
         try:
             torch_threads = int(threads) if threads else None
         except ValueError:
@@ -107,8 +113,22 @@ class Settings:
                 allowed_chats=frozenset(allowed),
                 album_size=album_size,
                 alert_interval=alert_interval,
+                group_tallies=_BOOLEANS[tallies],
             )
         )
+
+
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
 
 
 def _validated(s: Settings) -> Settings:

@@ -446,6 +446,7 @@ async def bundle_for(state: State, explorer: Explorer, session_id: int) -> Bundl
     session = export.session
     labels = await state.labels(session_id)
     es = explorer.resume(session.concept, session.prior, session.weights, labels)
+    es.boundary = session.boundary  # kept with the weight at its last fit
     query = await asyncio.to_thread(explorer.match_query, es)
     page = await asyncio.to_thread(explorer.matches, query, ALL)
     hits = await asyncio.to_thread(explorer.store.get, [r.image_id for r in export.rows])

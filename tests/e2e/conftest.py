@@ -147,16 +147,28 @@ def bot_settings(settings: Settings) -> Settings:
 
 
 def fill_store(
-    settings: Settings, store: Any, images: ImageServer, n: int, *, seed: int = 0, photos: Path | None = None
+    settings: Settings,
+    store: Any,
+    images: ImageServer,
+    n: int,
+    *,
+    seed: int = 0,
+    vectors: np.ndarray | None = None,
+    contents: list[bytes] | None = None,
+    photos: Path | None = None,
 ) -> Dataset:
-    """Insert ``n`` random unit vectors: two thirds from a folder, a third from "Unsplash" URLs.
+    """Insert ``n`` random unit vectors (or ``vectors``): two thirds from a folder, a third from
+    "Unsplash" URLs.
 
-    Every image gets a cached thumbnail (as ingest keeps one); Unsplash ones are also served by
-    ``images`` so the fake Telegram can fetch them. With ``photos``, folder images are also written
-    there as originals, their URL the file's ``file://`` URI (as ``vdx ingest folder`` stores it).
+    Every image gets a cached thumbnail (as ingest keeps one; ``contents`` gives their bytes);
+    Unsplash ones are also served by ``images`` so the fake Telegram can fetch them. With ``photos``,
+    folder images are also written there as originals, their URL the file's ``file://`` URI (as
+    ``vdx ingest folder`` stores it).
     """
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(n, store.dim)).astype(np.float32)
+    if vectors is None:
+        rng = np.random.default_rng(seed)
+        vectors = rng.normal(size=(n, store.dim)).astype(np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cache = settings.image_cache_dir
     cache.mkdir(parents=True, exist_ok=True)
@@ -165,7 +177,7 @@ def fill_store(
     for i in range(n):
         source = "unsplash" if i % 3 == 2 else "folder"
         image_id = f"{'u' if source == 'unsplash' else 'f'}{i:04d}"
-        content = jpeg(seed * 100_000 + i)
+        content = contents[i] if contents is not None else jpeg(seed * 100_000 + i)
         (cache / f"{image_id}.jpg").write_bytes(content)
         if source == "unsplash":
             images.images[f"{image_id}.jpg"] = content

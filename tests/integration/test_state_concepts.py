@@ -17,18 +17,18 @@ def unit(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-async def test_m003_to_m005_upgrade_a_version_2_database(tmp_path: Path) -> None:
+async def test_m004_to_m006_upgrade_a_version_3_database(tmp_path: Path) -> None:
     names = [m.__name__ for m in MIGRATIONS]
-    assert names[2:5] == ["m003_match_views", "m004_saved_concepts", "m005_watches"]
+    assert names[3:6] == ["m004_match_views", "m005_saved_concepts", "m006_watches"]
     path = tmp_path / "state.sqlite3"
     async with aiosqlite.connect(path, isolation_level=None) as db:  # what the previous release left
         await db.execute("BEGIN")
-        for m in MIGRATIONS[:2]:
+        for m in MIGRATIONS[:3]:
             await m(db)
         await db.execute(
             "INSERT INTO sessions (chat_id, concept, prior, weights, started_at) VALUES (5, 'fox', x'', x'', 0)"
         )
-        await db.execute("PRAGMA user_version = 2")
+        await db.execute("PRAGMA user_version = 3")
         await db.commit()
     s = await State.open(path)
     try:
@@ -36,7 +36,7 @@ async def test_m003_to_m005_upgrade_a_version_2_database(tmp_path: Path) -> None
     finally:
         await s.close()
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 5
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 6
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     con.close()
     assert {"match_views", "saved_concepts", "session_seeds", "watches", "alerts_sent"} <= tables

@@ -357,4 +357,6 @@ def test_vdx_index_create_waits_with_progress_or_not_at_all(
         out, err = capsys.readouterr()
         assert out.strip() == "index: MSTG Built 3/3 parts"
         assert "index: building, " in err and "/3 parts done" in err
-        assert main(["index", "status"]) == 0 and capsys.readouterr()[0].strip() == "index: MSTG Built 3/3 parts"
+        assert (
+            main(["index", "status"]) == 0 and capsys.readouterr()[0].strip() == "index: MSTG Built 3/3 parts"
+        )
