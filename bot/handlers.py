@@ -693,21 +693,25 @@ class Handlers:
             log.info("could not show the split of round %s: %s", rnd.id, e)
 
     async def _results(self, bot: Bot, chat: int) -> None:
-        """The first page of the classifier's matches and how many there are (▶ pages through them)."""
+        """The best images now (no two near-copies), how many images match, and ▶ for the rest of them."""
         k = self.settings.album_size
         async with self._chat_locks[chat]:
             session = await self._active(chat)
             es = await self._fitted(session)  # refitted on every vote so far: no 🔁 Refine needed
             query = self.explorer.match_query(es)
-            page = await asyncio.to_thread(self.explorer.matches, query, k)
-            if page.total == 0 and query.threshold is not None:
-                # Nothing above the boundary: show the closest rather than nothing.
-                top = await asyncio.to_thread(self.explorer.top, es, k)
-                await self._send_scored(bot, session, top, 0)
-                await bot.send_message(chat, texts.no_matches(session.concept, query.threshold))
+            top = await asyncio.to_thread(self.explorer.top, es, k)
+            count = await asyncio.to_thread(self.explorer.matches, query, 0)
+            view = await self.state.add_match_view(session.id, query, count.total)
+            shown = await self._send_scored(bot, session, top, 0)
+            if not shown:
                 return
-            view = await self.state.add_match_view(session.id, query, page.total)
-            await self._send_page(bot, session, view, page)
+            # The listing continues after the album's ranks; ▶ pages through it in the store's order.
+            more = view.total - k
+            await bot.send_message(
+                chat,
+                texts.results_count(session.concept, shown, view.total, query.threshold),
+                reply_markup=keyboards.next_page_keyboard(view.id, k, min(more, k)) if more > 0 else None,
+            )
 
     async def _next_page(
         self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.PagePress

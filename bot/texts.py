@@ -102,12 +102,21 @@ def matches_message(concept: str, first: int, last: int, total: int, threshold: 
     return f"⭐ {span} of {total} {noun} “{short(concept)}” (score above {threshold:.2f})."
 
 
-def no_matches(concept: str, threshold: float) -> str:
-    """When the classifier accepts no image: what is shown instead."""
-    return (
-        f"No image scores above the classifier's boundary ({threshold:.2f}) for “{short(concept)}” yet; "
-        "these are the closest. Vote on more rounds (🔁 Refine) to sharpen it."
-    )
+def results_count(concept: str, shown: int, total: int, threshold: float | None) -> str:
+    """The text after a results album: what it is, and how many images match (counted in the store)."""
+    head = f"⭐ Top {shown} for “{short(concept)}” by the classifier, with every vote so far.\n"
+    if threshold is None:
+        return head + (
+            f"Vote 👍 and 👎 on a few images and I can tell how many in the collection match; "
+            f"▶ shows the next of the top {total} by score."
+        )
+    if total == 0:
+        return head + (
+            f"No image scores above the decision boundary ({threshold:.2f}) yet: these are the closest. "
+            "Vote on more rounds (🔁 Refine) to sharpen it."
+        )
+    noun = "image in the collection scores" if total == 1 else "images in the collection score"
+    return head + f"{total} {noun} above the decision boundary ({threshold:.2f}); ▶ shows the next ones."
 
 
 def matches_file(rows: int, total: int, threshold: float | None) -> str:
