@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import io
 import logging
 import re
 from collections import defaultdict
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from telegram import Bot, CallbackQuery, Chat, InputFile, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import BadRequest, TelegramError
@@ -28,11 +26,22 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot import keyboards, texts
 from bot.albums import AlbumSender
 from bot.edits import KeyboardEdits
+from bot.redaction import TokenRedactor
 from core import export as exports
 from core.alerts import Alert, Alerts
 from core.config import Settings
-from core.errors import BadConcept, EmptyDataset, OnlyNegativeTerms, StoreUnavailable, TooManyTerms, VdxError
+from core.errors import (
+    BadConcept,
+    EmptyDataset,
+    OnlyNegativeTerms,
+    StoreUnavailable,
+    TooManyTerms,
+    UnreadableImage,
+    VdxError,
+)
 from core.explorer import Explorer, ExplorerSession, MatchEstimate
+from core.images import load_rgb
+from core.ingest import ingested_folders, shared_url
 from core.query import parse
 from core.records import Hit, MatchPage, Scored
 from core.state import MatchView, NoSession, Round, RoundItem, SavedConcept, Session, StaleRound, State, Tally
@@ -114,7 +123,7 @@ def replies_on_error(fn: Handler) -> Handler:
             if isinstance(e, StaleRound) and query is not None:
                 await query.answer(texts.NO_LONGER_ACTIVE)
             elif update.effective_chat is not None:
-                await context.bot.send_message(update.effective_chat.id, error_text(e))
+                await context.bot.send_message(update.effective_chat.id, self.redact(error_text(e)))
 
     return wrapper  # type: ignore[return-value]
 
@@ -126,9 +135,9 @@ def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSess
 
 def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            image = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+        image = load_rgb(data)  # within core.images' pixel budget: a bomb is refused before decoding
+    except UnreadableImage as e:
+        log.info("could not read a photo: %s", e)
         raise UnreadablePhoto() from e
     session = explorer.start_image(image, texts.photo_concept(text), text)
     return session, explorer.next_batch(session, k)
@@ -183,6 +192,7 @@ class Handlers:
     ) -> None:
         self.settings = settings
         self.explorer = explorer
+        self.redact = TokenRedactor(settings.telegram_token)  # for texts that quote an error
         self._state = state
         self.albums = AlbumSender(settings, lambda: self.state)
         self.edits = edits or KeyboardEdits()
@@ -368,11 +378,12 @@ class Handlers:
         async with self._chat_locks[chat.id]:
             await self._fitted(session)  # the classifier in the files has learned from every vote
             bundle = await exports.bundle_for(self.state, self.explorer, session.id)
-        matches = await asyncio.to_thread(exports.matches_document, bundle)
+        folders = ingested_folders(self.settings)
+        shared = functools.partial(shared_url, folders=folders)  # not the server's own paths
+        labels = bundle.export.labels_csv(shared)
+        matches = await asyncio.to_thread(exports.matches_document, bundle, url=shared)
         bot = context.bot
-        await bot.send_document(
-            chat.id, InputFile(bundle.export.labels_csv().encode(), filename="labels.csv")
-        )
+        await bot.send_document(chat.id, InputFile(labels.encode(), filename="labels.csv"))
         await bot.send_document(
             chat.id, InputFile(exports.classifier_json(bundle).encode(), filename="classifier.json")
         )

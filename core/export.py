@@ -17,10 +17,8 @@ Telegram's document limit, cuts it.
 from __future__ import annotations
 
 import base64
-import csv
 import gzip
 import html
-import io
 import json
 import os
 import re
@@ -33,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from core.errors import VdxError
 from core.records import Scored
+from core.spreadsheet import csv_text
 from core.state import Export, Session
 
 if TYPE_CHECKING:
@@ -93,12 +92,8 @@ class Written:
 
 
 def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
-    """UTF-8 CSV with ``\\n`` line ends: every CSV vdx writes goes through here."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return out.getvalue().encode()
+    """UTF-8 CSV with ``\\n`` line ends, safe to open in a spreadsheet (``core.spreadsheet``)."""
+    return csv_text([header, *rows]).encode()
 
 
 def soft_label(votes: dict[int, int]) -> float:
@@ -124,13 +119,13 @@ def label_records(bundle: Bundle) -> list[dict[str, Any]]:
     return out
 
 
-def match_records(bundle: Bundle) -> list[dict[str, Any]]:
-    """One record per match, best first: id, url, caption, score and the chat's label if it voted."""
+def match_records(bundle: Bundle, url: Callable[[str], str] = str) -> list[dict[str, Any]]:
+    """One record per match, best first: id, url (through ``url``), caption, score and the chat's label."""
     labels = bundle.labels
     return [
         {
             "image_id": m.id,
-            "url": m.url,
+            "url": url(m.url),
             "caption": m.caption,
             "score": round(m.score, 6),
             "label": labels.get(m.id),
@@ -188,10 +183,14 @@ def _voter(user_id: int, name: str) -> str:
 
 
 def matches_document(
-    bundle: Bundle, limit: int = TELEGRAM_DOCUMENT_LIMIT, gzip_above: int = GZIP_ABOVE
+    bundle: Bundle,
+    limit: int = TELEGRAM_DOCUMENT_LIMIT,
+    gzip_above: int = GZIP_ABOVE,
+    url: Callable[[str], str] = str,
 ) -> Document:
-    """``matches.csv`` for the chat: gzip-compressed when large, cut to the best rows that fit ``limit``."""
-    records = match_records(bundle)
+    """``matches.csv`` for the chat: gzip-compressed when large, cut to the best rows that fit ``limit``;
+    ``url`` rewrites each image's URL (folder images: a path relative to their folder)."""
+    records = match_records(bundle, url)
     total = len(records)
 
     def encode(n: int) -> tuple[str, bytes]:
