@@ -79,6 +79,7 @@ COUNTED = frozenset(
 LOW = frozenset(m.lower() for m in ("editMessageReplyMarkup", "editMessageText", "editMessageCaption"))
 GROUP_WINDOW = 60.0
 OVERALL_WINDOW = 1.0
+OVERALL_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class _Chat:
     inflight: int = 0
     paused_until: float = 0.0
     waiting: list[tuple[int, bool]] = field(default_factory=list)  # (ticket, low) in arrival order
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a request admitted or answered
 
 
 class FloodLimiter(BaseRateLimiter[None]):
@@ -123,19 +125,12 @@ class FloodLimiter(BaseRateLimiter[None]):
         self._overall: deque[float] = deque()
         self._overall_inflight = 0
         self._tickets = itertools.count()
-        self._changed: asyncio.Condition | None = None
 
     async def initialize(self) -> None:
         """Nothing to open."""
 
     async def shutdown(self) -> None:
         """Nothing to close."""
-
-    @property
-    def _cond(self) -> asyncio.Condition:
-        if self._changed is None:  # made on first use, inside the running loop
-            self._changed = asyncio.Condition()
-        return self._changed
 
     async def process_request(
         self,
@@ -165,7 +160,7 @@ class FloodLimiter(BaseRateLimiter[None]):
                     log.warning("%s to chat %s refused by flood control %d times", endpoint, key, attempt + 1)
                     raise
                 log.info("%s to chat %s: flood control asks to wait %.0f s", endpoint, key, seconds)
-                state = self._chats.setdefault(key, _Chat())
+                state = self._chat(key)
                 state.paused_until = max(state.paused_until, self._clock() + seconds + 0.1)
                 continue
             except BaseException:
@@ -178,37 +173,37 @@ class FloodLimiter(BaseRateLimiter[None]):
     async def until_free(self, chat_id: int | str) -> None:
         """Wait until an edit to ``chat_id`` would be admitted at once (counts nothing)."""
         key = _chat_key(chat_id)
-        async with self._cond:
-            while True:
-                state = self._chats.setdefault(key, _Chat())
-                wait = self._wait(state, key, None, low=True)
-                if wait == 0:
-                    return
+        state = self._chat(key)
+        async with state.changed:
+            while (wait := self._wait(state, key, None, low=True)) != 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), wait if wait > 0 else None)
+                    await asyncio.wait_for(state.changed.wait(), wait if wait > 0 else None)
 
     async def _admit(self, key: int | str, low: bool) -> None:
         ticket = next(self._tickets)
-        async with self._cond:
-            state = self._chats.setdefault(key, _Chat())
+        state = self._chat(key)
+        async with state.changed:
             state.waiting.append((ticket, low))
             try:
-                while True:
-                    wait = self._wait(state, key, ticket, low)
-                    if wait == 0:
-                        state.inflight += 1
-                        self._overall_inflight += 1
-                        return
+                while (wait := self._wait(state, key, ticket, low)) != 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._cond.wait(), wait if wait > 0 else None)
+                        await asyncio.wait_for(state.changed.wait(), wait if wait > 0 else None)
+                state.inflight += 1
+                self._overall_inflight += 1
             finally:
                 state.waiting.remove((ticket, low))
-                self._cond.notify_all()
+                state.changed.notify_all()
+
+    def _chat(self, key: int | str) -> _Chat:
+        state = self._chats.get(key)
+        if state is None:
+            state = self._chats[key] = _Chat()
+        return state
 
     async def _done(self, key: int | str, *, counted: bool) -> None:
         now = self._clock()
-        async with self._cond:
-            state = self._chats[key]
+        state = self._chats[key]
+        async with state.changed:
             state.inflight -= 1
             self._overall_inflight -= 1
             if counted:
@@ -217,13 +212,13 @@ class FloodLimiter(BaseRateLimiter[None]):
                 self._overall.append(now)
                 if _is_group(key):
                     state.sent.append(now)
-            self._cond.notify_all()
+            state.changed.notify_all()
 
     def _level(self, state: _Chat, now: float) -> float:
         return max(0.0, state.level - (now - state.level_at) * self.limits.chat_per_second)
 
     def _wait(self, state: _Chat, key: int | str, ticket: int | None, low: bool) -> float:
-        """0 if the request may go now; else seconds to wait (-1: until something is answered)."""
+        """0 if the request may go now; else seconds to wait (-1: until the chat's next change)."""
         lim = self.limits
         now = self._clock()
         # order: the chat's requests in arrival order, edits after everything else
@@ -255,7 +250,7 @@ class FloodLimiter(BaseRateLimiter[None]):
             self._overall.popleft()
         over = len(self._overall) + self._overall_inflight + 1 - lim.overall_per_second
         if over > len(self._overall):
-            return -1
+            return OVERALL_POLL  # other chats' requests in flight: their answers notify only their chat
         if over > 0:
             waits.append(self._overall[over - 1] + OVERALL_WINDOW - now)
         wait = max(waits)
