@@ -15,7 +15,8 @@ limits (a token bucket per chat, a 60 s window per group, a 1 s window overall) 
 
 - admits requests of one chat in order, but an edit (``LOW``) only when no other request of that
   chat waits and enough budget stays free for a round (``reserve`` messages of the chat's bucket,
-  ``group_reserve`` of the group's minute), so a round is never queued behind edits;
+  ``group_reserve`` of the group's minute, ``overall_reserve`` of the bot's second), so a round is
+  never queued behind edits;
 - counts a request as sent from admission until it is answered, then at the time of the answer
   (later than its arrival at Telegram), so its own view of each window is never more generous
   than Telegram's;
@@ -112,12 +113,14 @@ class FloodLimiter(BaseRateLimiter[None]):
         *,
         reserve: int = 1,
         group_reserve: int = 4,
+        overall_reserve: int = 10,
         max_retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self.reserve = reserve
         self.group_reserve = group_reserve
+        self.overall_reserve = overall_reserve
         self.max_retries = max_retries
         self.retried = 0  # RetryAfter answers seen (and retried or raised)
         self._clock = clock
@@ -248,7 +251,8 @@ class FloodLimiter(BaseRateLimiter[None]):
                 waits.append(state.sent[over - 1] + GROUP_WINDOW - now)
         while self._overall and self._overall[0] <= now - OVERALL_WINDOW:
             self._overall.popleft()
-        over = len(self._overall) + self._overall_inflight + 1 - lim.overall_per_second
+        over = len(self._overall) + self._overall_inflight + 1 + (self.overall_reserve if low else 0)
+        over -= lim.overall_per_second
         if over > len(self._overall):
             return OVERALL_POLL  # other chats' requests in flight: their answers notify only their chat
         if over > 0:
