@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -150,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     index.add_argument("action", choices=["create", "status", "drop"], help="what to do")
+    index.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="create: return once the build has started instead of when every part has the index",
+    )
 
     bot = commands.add_parser(
         "bot",
@@ -168,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1", help="address the webhook server binds (default 127.0.0.1)"
     )
     bot.add_argument("--port", type=_positive, default=8443, help="port of the webhook server (default 8443)")
+    bot.add_argument(
+        "--check", action="store_true", help="only check the token and load the model, then exit (0: ready)"
+    )
     return parser
 
 
@@ -277,6 +286,12 @@ def _index_text(status: IndexStatus) -> str:
     return " ".join(part for part in (status.kind, status.detail) if part) or "present"
 
 
+def _index_progress(status: IndexStatus) -> None:
+    """One stderr line per change while ``vdx index create`` waits for the build."""
+    if status.exists and status.state == "InProgress":
+        print(f"index: building, {status.parts_built}/{status.parts_total} parts done", file=sys.stderr, flush=True)
+
+
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
     """``vdx info``."""
     with _store(settings) as store:
@@ -289,7 +304,15 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
             "table": info.table,
             "rows": info.rows,
             "dim": info.dim,
-            "index": {"exists": info.index.exists, "kind": info.index.kind, "detail": info.index.detail},
+            "index": {
+                "exists": info.index.exists,
+                "kind": info.index.kind,
+                "detail": info.index.detail,
+                "state": info.index.state,
+                "parts_built": info.index.parts_built,
+                "parts_total": info.index.parts_total,
+                "error": info.index.error,
+            },
             "model": settings.clip_model,
             "image_cache": str(settings.image_cache_dir),
         }
@@ -315,7 +338,7 @@ def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     """``vdx index create|status|drop``."""
     with _store(settings) as store:
         if args.action == "create":
-            status = store.index_create()
+            status = store.index_create(wait=not args.no_wait, progress=_index_progress)
         elif args.action == "drop":
             status = store.index_drop()
         else:
@@ -335,6 +358,8 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
         settings,
         api_url=args.api_url,
         webhook_url=args.webhook_url,
+        on_ready=lambda line: print(line, flush=True),
+        check=args.check,
         **{k: v for k, v in options.items() if v is not None},  # unset: the bot's own defaults
     )
     return 0
@@ -349,6 +374,16 @@ COMMANDS = {
 }
 
 
+ERROR_CHARS = 300
+_NUMBER_RUN = re.compile(r"(?:[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?[,\s]+){8,}[-+]?[\d.eE+-]*")
+
+
+def one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    """``text`` as one line of at most about ``limit`` characters; a run of numbers (a vector) is elided."""
+    text = _NUMBER_RUN.sub("…", " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vdx``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
@@ -360,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args, _settings(args))
     except VdxError as e:
-        print(f"vdx: error: {e}", file=sys.stderr)
+        log.info("%s", type(e).__name__, exc_info=True)  # the whole chain, with -v
+        print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt as e:
         from core.ingest import IngestInterrupted
