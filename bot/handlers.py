@@ -26,8 +26,9 @@ from bot import keyboards, texts
 from bot.albums import AlbumSender
 from bot.edits import KeyboardEdits
 from core.config import Settings
-from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
+from core.errors import BadConcept, EmptyDataset, OnlyNegativeTerms, StoreUnavailable, TooManyTerms, VdxError
 from core.explorer import Explorer, ExplorerSession
+from core.query import parse
 from core.records import Hit, Scored
 from core.state import NoSession, RoundItem, Session, StaleRound, State, Tally
 
@@ -63,6 +64,10 @@ def error_text(e: VdxError) -> str:
         return texts.STORE_DOWN
     if isinstance(e, EmptyDataset):
         return texts.NO_IMAGES
+    if isinstance(e, OnlyNegativeTerms):
+        return texts.ONLY_NEGATIVE_TERMS
+    if isinstance(e, TooManyTerms):
+        return texts.too_many_terms(e.limit)
     if isinstance(e, BadConcept):
         return texts.EMPTY_CONCEPT
     if isinstance(e, StaleRound):
@@ -96,13 +101,13 @@ def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSess
     return session, explorer.next_batch(session, k)
 
 
-def _photo_round(explorer: Explorer, data: bytes, concept: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
+def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
         raise UnreadablePhoto() from e
-    session = explorer.start_image(image, concept)
+    session = explorer.start_image(image, texts.photo_concept(text), text)
     return session, explorer.next_batch(session, k)
 
 
@@ -188,13 +193,13 @@ class Handlers:
 
     @replies_on_error
     async def find(self, update: Update, context: Context) -> None:
-        """``/find <concept>`` (or ``/find`` in reply to a photo) starts a session."""
+        """``/find <concept>`` (or ``/find [words]`` in reply to a photo: the photo moved by the words)."""
         msg = _message(update)
         parts = (msg.text or "").split(maxsplit=1)
         concept = parts[1] if len(parts) > 1 else ""
         replied = msg.reply_to_message
-        if not concept.strip() and replied is not None and replied.photo:
-            await self._start_photo(update, context.bot, replied, texts.PHOTO_CONCEPT)
+        if replied is not None and replied.photo:
+            await self._start_photo(update, context.bot, replied, concept)
             return
         await self._start_text(update, context.bot, concept)
 
@@ -205,12 +210,12 @@ class Handlers:
 
     @replies_on_error
     async def photo(self, update: Update, context: Context) -> None:
-        """A photo starts a session from that image (its caption, if any, names the concept)."""
+        """A photo starts a session from that image; a caption's words move it (``at night``, ``-people``)."""
         msg = _message(update)
         caption = (msg.caption or "").split(maxsplit=1)
         if caption and caption[0].startswith("/"):
             caption = caption[1:]
-        await self._start_photo(update, context.bot, msg, " ".join(caption).strip() or texts.PHOTO_CONCEPT)
+        await self._start_photo(update, context.bot, msg, " ".join(caption).strip())
 
     @replies_on_error
     async def more(self, update: Update, context: Context) -> None:
@@ -238,7 +243,9 @@ class Handlers:
         if (session := await self._chosen_session(update, context)) is None:
             return
         stats = await self.state.stats(session.id)
-        await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
+        await _message(update).reply_text(
+            texts.stats(stats, chat.type in GROUPS, self.settings.clip_model, self.settings.text_model)
+        )
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
@@ -364,16 +371,19 @@ class Handlers:
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
-    async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
+    async def _start_photo(self, update: Update, bot: Bot, msg: Message, text: str) -> None:
         chat = _chat(update)
+        parse(text, photo=True)  # a malformed caption is refused before the photo is downloaded
         async with self._chat_locks[chat.id]:
             previous = await self._replaceable(bot, chat, update)
             data = await self._download_photo(msg)
             with self.edits.new_round(chat.id) as new:
                 es, hits = await asyncio.to_thread(
-                    _photo_round, self.explorer, data, concept, self.settings.album_size
+                    _photo_round, self.explorer, data, text, self.settings.album_size
                 )
                 new.round_id = await self._new_session(bot, chat.id, es, hits, previous)
+        if es.truncated:
+            await _message(update).reply_text(texts.TRUNCATED)
 
     async def _download_photo(self, msg: Message) -> bytes:
         """The biggest size of the message's photo; a failed download is :class:`UnreadablePhoto`."""

@@ -7,7 +7,8 @@ from core.state import Stats
 HELP = (
     "Explore the image collection by concept and teach me what you mean.\n\n"
     "• Send a concept — in groups use /find <concept> — e.g. /find a house by the lake\n"
-    "• Or send a photo (or reply /find to one) to search by image.\n"
+    "• Or send a photo (or reply /find to one) to search by image; a caption moves it: at night\n"
+    "• Combine: /find a red car -truck (less truck) · /find a cat + a hat (both)\n"
     "• Vote 👍/👎 on the images, then 🔁 Refine for a sharper round.\n"
     "• ⭐ Results (/results) shows the best images so far.\n\n"
     "/find <concept> — start a session\n"
@@ -22,7 +23,7 @@ HELP = (
 )
 
 EMPTY_CONCEPT = "The concept is empty — tell me what you are looking for, e.g. /find a house by the lake"
-TRUNCATED = "Your concept is longer than CLIP's limit of 77 tokens, so I searched with its first 77 tokens."
+TRUNCATED = "Your concept is longer than the model reads (77 tokens for CLIP), so I searched with its start."
 NO_IMAGES = "There are no images yet — run `vdx ingest` to add some, then try again."
 STORE_DOWN = "Sorry — search backend unavailable, please try again later."
 NO_LONGER_ACTIVE = "This round is no longer active."
@@ -36,6 +37,19 @@ ROUND_MAYBE_LOST = "Telegram took too long to confirm the images; if they did no
 FAILED = "Something went wrong on my side; please try again."
 IMAGE_UNREADABLE = "I could not read that photo; please send it again as a JPEG or PNG."
 PHOTO_CONCEPT = "your photo"
+ONLY_NEGATIVE_TERMS = "Tell me what to look for, not only what to leave out — e.g. /find a red car -truck"
+
+
+def too_many_terms(limit: int) -> str:
+    """The reply to a concept with more than ``limit`` + / - terms."""
+    return f"That is too many terms — use at most {limit} (each + or - starts one)."
+
+
+def photo_concept(text: str) -> str:
+    """The concept name of a photo session, with the words that move it."""
+    text = " ".join(text.split())
+    return f"{PHOTO_CONCEPT} + {text}" if text else PHOTO_CONCEPT
+
 
 CONCEPT_SHOWN_CHARS = 200  # Telegram messages hold 4,096 characters; a concept may hold 5,000
 CAPTION_CHARS = 200
@@ -117,8 +131,8 @@ def sessions(stats: list[Stats], first: int) -> str:
     return "\n".join([*lines, "/export N sends session N's labels and classifier."])
 
 
-def stats(s: Stats, group: bool) -> str:
-    """``/stats``: concept, rounds, labels, voters (and agreement in groups)."""
+def stats(s: Stats, group: bool, image_model: str = "", text_model: str = "") -> str:
+    """``/stats``: concept, rounds, labels, voters (agreement in groups) and the models."""
     lines = [
         f"Concept: “{short(s.concept)}”{'' if s.active else ' (ended)'}",
         f"{s.rounds} rounds · {s.labels} labels (👍 {s.positive} / 👎 {s.negative}) · {s.voters} voters",
@@ -130,7 +144,18 @@ def stats(s: Stats, group: bool) -> str:
             lines.append("agreement: no image has votes from two people yet")
         else:
             lines.append(f"agreement: {s.agreement:.0%} of {s.contested} images with two or more voters")
+    if image_model:
+        lines.append(f"image model: {model_name(image_model)}")
+        lines.append(f"text model: {model_name(text_model) if text_model else 'the image model’s own'}")
     return "\n".join(lines)
+
+
+def model_name(name: str) -> str:
+    """A model as people know it: a hub name as is, a local directory by its last two path parts."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p]
+    if name.startswith(("/", ".", "~")) and len(parts) > 2:
+        return "…/" + "/".join(parts[-2:])
+    return name
 
 
 MISSING_TOKEN = (

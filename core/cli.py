@@ -16,6 +16,8 @@ from core.config import Settings
 from core.errors import DimensionMismatch, EmptyDataset, IngestError, VdxError
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from core.encoder import ClipEncoder
     from core.records import IndexStatus
     from core.store import VectorStore
@@ -30,7 +32,8 @@ Visual Dataset Explorer: explore an image collection by concept (CLIP text -> ne
 ClickHouse-family vector database, embedded chDB by default) and teach a classifier with 👍/👎 in Telegram.
 
 Configuration comes from the environment (VDX_DATA_DIR, VDX_DB_URL, VDX_DB_DIALECT, VDX_TABLE,
-VDX_CLIP_MODEL, VDX_DEVICE, VDX_TORCH_THREADS, TELEGRAM_BOT_TOKEN); the options below override it.
+VDX_CLIP_MODEL, VDX_TEXT_MODEL, VDX_DEVICE, VDX_TORCH_THREADS, TELEGRAM_BOT_TOKEN); the options below
+override it.
 """
 
 EPILOG = """\
@@ -39,6 +42,8 @@ examples:
   vdx ingest unsplash unsplash-lite/photos.tsv000   # Unsplash Lite (downloads ?w=640 images)
   vdx ingest vectors embeddings/                    # clip-retrieval output: img_emb/ + metadata/
   vdx search "a house by the lake" -k 9
+  vdx search "a red car -truck"                     # minus a term; "a cat + a hat" adds one
+  vdx search "at night" --image photo.jpg           # a photo moved toward the words
   vdx info
   vdx index create
   vdx bot
@@ -67,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dialect", choices=["auto", "clickhouse", "myscale"], help="SQL dialect (VDX_DB_DIALECT)"
     )
     parser.add_argument("--table", help="image table name (VDX_TABLE, default images)")
-    parser.add_argument("--model", help="CLIP model name or local directory (VDX_CLIP_MODEL)")
+    parser.add_argument(
+        "--model", help="image (and text) model: hub name or local directory (VDX_CLIP_MODEL)"
+    )
+    parser.add_argument(
+        "--text-model", help="a separate text tower for concepts, e.g. M-CLIP (VDX_TEXT_MODEL)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (VDX_DEVICE)")
     parser.add_argument("--threads", type=_positive, help="torch CPU threads (VDX_TORCH_THREADS)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
@@ -124,12 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser(
         "search",
-        help="nearest images to a text concept",
-        description="Embed TEXT with CLIP and print the k nearest images (id, distance, url).",
-        epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car" -k 20 --json',
+        help="nearest images to a concept (text, composite, or a photo plus words)",
+        description="Embed the concept and print the k nearest images (id, distance, url). A '-' or '+' "
+        "starting a word starts a term: 'red car -truck' pushes trucks down (score = similarity to the "
+        "rest - 0.5 x similarity to the minus terms), 'a cat + a hat' looks for both. With --image the "
+        "photo is the concept and TEXT moves it toward the words.",
+        epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car -truck" -k 20 --json'
+        '\n  vdx search "at night" --image photo.jpg',
         formatter_class=fmt,
     )
-    search.add_argument("text", help="the concept, in words")
+    search.add_argument("text", nargs="?", default="", help="the concept, in words")
+    search.add_argument("--image", type=Path, help="a photo to search from (TEXT, if given, moves it)")
     search.add_argument("-k", type=_positive, default=9, help="how many images (default 9)")
     search.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
@@ -189,6 +204,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "db_dialect": args.dialect,
         "table": args.table,
         "clip_model": args.model,
+        "text_model": args.text_model,
         "device": args.device,
         "torch_threads": args.threads,
     }
@@ -216,6 +232,7 @@ def _encoder(settings: Settings, batch_size: int = 32) -> Iterator[ClipEncoder]:
         device=settings.device,
         torch_threads=settings.torch_threads,
         batch_size=batch_size,
+        text_model=settings.text_model,
     )
     try:
         yield encoder
@@ -255,7 +272,11 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    """``vdx search TEXT [-k N] [--json]``."""
+    """``vdx search [TEXT] [--image PATH] [-k N] [--json]``."""
+    from core.query import compose, parse
+
+    query = parse(args.text, photo=args.image is not None)  # bad syntax fails before anything loads
+    image = _read_image(args.image) if args.image is not None else None
     with _store(settings) as store:
         if store.count() == 0:
             raise EmptyDataset()
@@ -264,12 +285,10 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                 raise DimensionMismatch(
                     store.dim, encoder.dim, "VDX_CLIP_MODEL does not match the image table"
                 )
-            text = " ".join(args.text.split())
-            if not text:
-                raise VdxError("the search text is empty: describe what you are looking for")
-            if encoder.text_truncated(text):
-                log.warning("the text is longer than the model's 77 tokens; only the start is used")
-            hits = store.knn(encoder.embed_texts([text])[0], args.k)
+            if any(encoder.text_truncated(t) for t in query.terms):
+                log.warning("the text is longer than the model reads; only the start is used")
+            photo = encoder.embed_images([image])[0] if image is not None else None
+            hits = store.knn(compose(query, encoder.embed_texts, photo), args.k)
     if args.json:
         print(json.dumps([h._asdict() for h in hits], ensure_ascii=False, indent=2))
     else:
@@ -278,6 +297,19 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         for rank, h in enumerate(hits, 1):
             print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}")
     return 0
+
+
+def _read_image(path: Path) -> Image:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise VdxError(f"no such image: {path.resolve()}") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise VdxError(f"cannot read {path.resolve()} as an image ({type(e).__name__})") from None
 
 
 def _index_text(status: IndexStatus) -> str:
@@ -314,6 +346,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
                 "error": info.index.error,
             },
             "model": settings.clip_model,
+            "text_model": settings.text_model or None,
             "image_cache": str(settings.image_cache_dir),
         }
         print(json.dumps(data, indent=2))
@@ -327,6 +360,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         ("dim", str(info.dim)),
         ("index", _index_text(info.index)),
         ("model", settings.clip_model),
+        ("text model", settings.text_model or "the model's own"),
         ("image cache", str(settings.image_cache_dir)),
     ]
     for name, value in rows:
@@ -386,7 +420,10 @@ def one_line(text: str, limit: int = ERROR_CHARS) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vdx``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and not args.text.strip() and args.image is None:
+        parser.error("search needs TEXT (the concept) or --image PATH")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

@@ -26,6 +26,7 @@ class Settings:
     db_cluster: str = ""  # a ClickHouse/MyScale cluster name: replicated tables behind a Distributed table
     table: str = "images"
     clip_model: str = DEFAULT_MODEL
+    text_model: str = ""  # a separate (e.g. multilingual) text tower for concepts; empty: the model's own
     device: Device = "auto"
     torch_threads: int | None = None
     telegram_token: str = ""
@@ -92,6 +93,7 @@ class Settings:
                 db_cluster=get("VDX_DB_CLUSTER"),
                 table=get("VDX_TABLE", "images") or "images",
                 clip_model=get("VDX_CLIP_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
+                text_model=get("VDX_TEXT_MODEL"),
                 device=get("VDX_DEVICE", "auto").lower() or "auto",  # type: ignore[arg-type]
                 torch_threads=torch_threads,
                 telegram_token=get("TELEGRAM_BOT_TOKEN"),

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from core.classifier import ClassifierParams, LinearClassifier
-from core.errors import BadConcept, EmptyDataset
+from core.errors import EmptyDataset
+from core.query import compose, parse
 from core.records import Hit, Scored
 from core.store import VectorStore
 
@@ -76,24 +77,28 @@ class Explorer:
         self.seed = seed
 
     def start_text(self, concept: str) -> ExplorerSession:
-        """Embed ``concept`` and start a session from it; raises :class:`BadConcept` for blank text."""
+        """Embed ``concept`` (a text, or a composite such as ``red car -truck``, see :mod:`core.query`)
+        and start a session from it; raises :class:`BadConcept` for blank text."""
         text = " ".join(concept.split())
-        if not text:
-            raise BadConcept(
-                "the concept is empty: describe what you are looking for, e.g. 'a house by the lake'"
-            )
-        if self.encoder is None:
-            raise RuntimeError("this Explorer has no encoder; use start_vector()")
-        vector = self.encoder.embed_texts([text])[0]
-        session = self.start_vector(text, vector)
-        session.truncated = self.encoder.text_truncated(text)
+        query = parse(text)
+        encoder = self._encoder()
+        session = self.start_vector(text, compose(query, encoder.embed_texts))
+        session.truncated = any(encoder.text_truncated(t) for t in query.terms)
         return session
 
-    def start_image(self, image: Image, concept: str = "this photo") -> ExplorerSession:
-        """Start a session from a photo's vector."""
+    def start_image(self, image: Image, concept: str = "this photo", text: str = "") -> ExplorerSession:
+        """Start a session from a photo's vector, moved toward ``text`` (``at night``, ``+ a hat -people``)."""
+        encoder = self._encoder()
+        query = parse(text, photo=True)
+        photo = encoder.embed_images([image])[0]
+        session = self.start_vector(concept, compose(query, encoder.embed_texts, photo))
+        session.truncated = any(encoder.text_truncated(t) for t in query.terms)
+        return session
+
+    def _encoder(self) -> ClipEncoder:
         if self.encoder is None:
             raise RuntimeError("this Explorer has no encoder; use start_vector()")
-        return self.start_vector(concept, self.encoder.embed_images([image])[0])
+        return self.encoder
 
     def start_vector(self, concept: str, vector: np.ndarray) -> ExplorerSession:
         """Start a session from a precomputed unit vector (tests, benchmarks, image queries)."""

@@ -38,10 +38,8 @@ from core.errors import DimensionMismatch, IngestError
 from core.records import ImageBatch
 
 if TYPE_CHECKING:
-    import torch
-
     from core.config import Settings
-    from core.encoder import ClipEncoder
+    from core.encoder import ClipEncoder, Pixels
     from core.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -345,7 +343,7 @@ def _read_bytes(item: SourceImage, timeout: float, retries: int) -> bytes:
 @dataclass
 class _Loaded:
     item: SourceImage
-    pixels: torch.Tensor | None = None
+    pixels: Pixels | None = None  # the model's inputs for this one image
     broken: str = ""
 
 
@@ -439,8 +437,6 @@ def ingest_images(
         nonlocal schema_ready
         if not batch:
             return
-        import torch
-
         if not schema_ready:
             if not store.dim:
                 store.dim = encoder.dim  # a new database: the model decides the vector size
@@ -451,7 +447,7 @@ def ingest_images(
             store.ensure_schema()
             schema_ready = True
 
-        vectors = encoder.embed_pixels(torch.cat([b.pixels for b in batch if b.pixels is not None]))
+        vectors = encoder.embed_pixels([b.pixels for b in batch if b.pixels is not None])
         items = [b.item for b in batch]
         rows = ImageBatch(
             ids=[i.id for i in items],
