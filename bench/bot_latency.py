@@ -382,8 +382,8 @@ def run(quick: bool = False) -> str:
         [
             "## Bot latency (loopback Bot API)",
             "",
-            f"The real python-telegram-bot 22 stack (polling, `AIORateLimiter`) against the fake Bot API server "
-            f"of the end-to-end tests on 127.0.0.1, with {plan.vectors:,} random unit vectors in the embedded "
+            f"The real python-telegram-bot 22 stack (polling, the bot's flood limiter of `bot/ratelimit.py`) "
+            f"against the fake Bot API server of the end-to-end tests on 127.0.0.1 (Telegram's flood limits on), with {plan.vectors:,} random unit vectors in the embedded "
             "chDB store (exact search on its in-memory copy, no vector index) and Unsplash-style images sent by URL. A latency "
             "runs from the moment the fake server sends the `getUpdates` answer carrying the update to the "
             "moment the bot's `sendMediaGroup` (or `answerCallbackQuery`) request arrives. Concept and refine "

@@ -15,7 +15,8 @@ limits (a token bucket per chat, a 60 s window per group, a 1 s window overall) 
 
 - admits requests of one chat in order, but an edit (``LOW``) only when no other request of that
   chat waits and enough budget stays free for a round (``reserve`` messages of the chat's bucket,
-  ``group_reserve`` of the group's minute), so a round is never queued behind edits;
+  ``group_reserve`` of the group's minute, ``overall_reserve`` of the bot's second), so a round is
+  never queued behind edits;
 - counts a request as sent from admission until it is answered, then at the time of the answer
   (later than its arrival at Telegram), so its own view of each window is never more generous
   than Telegram's;
@@ -79,6 +80,7 @@ COUNTED = frozenset(
 LOW = frozenset(m.lower() for m in ("editMessageReplyMarkup", "editMessageText", "editMessageCaption"))
 GROUP_WINDOW = 60.0
 OVERALL_WINDOW = 1.0
+OVERALL_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class _Chat:
     inflight: int = 0
     paused_until: float = 0.0
     waiting: list[tuple[int, bool]] = field(default_factory=list)  # (ticket, low) in arrival order
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)  # a request admitted or answered
 
 
 class FloodLimiter(BaseRateLimiter[None]):
@@ -110,12 +113,14 @@ class FloodLimiter(BaseRateLimiter[None]):
         *,
         reserve: int = 1,
         group_reserve: int = 4,
+        overall_reserve: int = 10,
         max_retries: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self.reserve = reserve
         self.group_reserve = group_reserve
+        self.overall_reserve = overall_reserve
         self.max_retries = max_retries
         self.retried = 0  # RetryAfter answers seen (and retried or raised)
         self._clock = clock
@@ -123,19 +128,12 @@ class FloodLimiter(BaseRateLimiter[None]):
         self._overall: deque[float] = deque()
         self._overall_inflight = 0
         self._tickets = itertools.count()
-        self._changed: asyncio.Condition | None = None
 
     async def initialize(self) -> None:
         """Nothing to open."""
 
     async def shutdown(self) -> None:
         """Nothing to close."""
-
-    @property
-    def _cond(self) -> asyncio.Condition:
-        if self._changed is None:  # made on first use, inside the running loop
-            self._changed = asyncio.Condition()
-        return self._changed
 
     async def process_request(
         self,
@@ -165,7 +163,7 @@ class FloodLimiter(BaseRateLimiter[None]):
                     log.warning("%s to chat %s refused by flood control %d times", endpoint, key, attempt + 1)
                     raise
                 log.info("%s to chat %s: flood control asks to wait %.0f s", endpoint, key, seconds)
-                state = self._chats.setdefault(key, _Chat())
+                state = self._chat(key)
                 state.paused_until = max(state.paused_until, self._clock() + seconds + 0.1)
                 continue
             except BaseException:
@@ -178,37 +176,37 @@ class FloodLimiter(BaseRateLimiter[None]):
     async def until_free(self, chat_id: int | str) -> None:
         """Wait until an edit to ``chat_id`` would be admitted at once (counts nothing)."""
         key = _chat_key(chat_id)
-        async with self._cond:
-            while True:
-                state = self._chats.setdefault(key, _Chat())
-                wait = self._wait(state, key, None, low=True)
-                if wait == 0:
-                    return
+        state = self._chat(key)
+        async with state.changed:
+            while (wait := self._wait(state, key, None, low=True)) != 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cond.wait(), wait if wait > 0 else None)
+                    await asyncio.wait_for(state.changed.wait(), wait if wait > 0 else None)
 
     async def _admit(self, key: int | str, low: bool) -> None:
         ticket = next(self._tickets)
-        async with self._cond:
-            state = self._chats.setdefault(key, _Chat())
+        state = self._chat(key)
+        async with state.changed:
             state.waiting.append((ticket, low))
             try:
-                while True:
-                    wait = self._wait(state, key, ticket, low)
-                    if wait == 0:
-                        state.inflight += 1
-                        self._overall_inflight += 1
-                        return
+                while (wait := self._wait(state, key, ticket, low)) != 0:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._cond.wait(), wait if wait > 0 else None)
+                        await asyncio.wait_for(state.changed.wait(), wait if wait > 0 else None)
+                state.inflight += 1
+                self._overall_inflight += 1
             finally:
                 state.waiting.remove((ticket, low))
-                self._cond.notify_all()
+                state.changed.notify_all()
+
+    def _chat(self, key: int | str) -> _Chat:
+        state = self._chats.get(key)
+        if state is None:
+            state = self._chats[key] = _Chat()
+        return state
 
     async def _done(self, key: int | str, *, counted: bool) -> None:
         now = self._clock()
-        async with self._cond:
-            state = self._chats[key]
+        state = self._chats[key]
+        async with state.changed:
             state.inflight -= 1
             self._overall_inflight -= 1
             if counted:
@@ -217,13 +215,13 @@ class FloodLimiter(BaseRateLimiter[None]):
                 self._overall.append(now)
                 if _is_group(key):
                     state.sent.append(now)
-            self._cond.notify_all()
+            state.changed.notify_all()
 
     def _level(self, state: _Chat, now: float) -> float:
         return max(0.0, state.level - (now - state.level_at) * self.limits.chat_per_second)
 
     def _wait(self, state: _Chat, key: int | str, ticket: int | None, low: bool) -> float:
-        """0 if the request may go now; else seconds to wait (-1: until something is answered)."""
+        """0 if the request may go now; else seconds to wait (-1: until the chat's next change)."""
         lim = self.limits
         now = self._clock()
         # order: the chat's requests in arrival order, edits after everything else
@@ -253,9 +251,10 @@ class FloodLimiter(BaseRateLimiter[None]):
                 waits.append(state.sent[over - 1] + GROUP_WINDOW - now)
         while self._overall and self._overall[0] <= now - OVERALL_WINDOW:
             self._overall.popleft()
-        over = len(self._overall) + self._overall_inflight + 1 - lim.overall_per_second
+        over = len(self._overall) + self._overall_inflight + 1 + (self.overall_reserve if low else 0)
+        over -= lim.overall_per_second
         if over > len(self._overall):
-            return -1
+            return OVERALL_POLL  # other chats' requests in flight: their answers notify only their chat
         if over > 0:
             waits.append(self._overall[over - 1] + OVERALL_WINDOW - now)
         wait = max(waits)

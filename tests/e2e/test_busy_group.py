@@ -59,7 +59,7 @@ async def test_a_vote_burst_does_not_delay_the_next_round(
     edits = fake.find(
         "editMessageReplyMarkup", lambda c: c.params.get("message_id") == r1.keyboard["message_id"]
     )
-    assert 1 <= len(edits) <= MEMBERS // 3, f"{len(edits)} edits for {MEMBERS} votes"
+    assert len(edits) <= MEMBERS // 3, f"{len(edits)} edits for {MEMBERS} votes"
     assert not fake.throttled(since=since), [c.method for c in fake.throttled(since=since)]
 
     # The new round's keyboard counts the voters (the split stays hidden in groups until Refine).
