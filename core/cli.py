@@ -338,6 +338,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
             "url": info.url,
             "dialect": info.dialect,
             "table": info.table,
+            "cluster": info.cluster,
             "rows": info.rows,
             "dim": info.dim,
             "index": {
@@ -359,7 +360,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         ("backend", info.backend),
         ("url", info.url),
         ("dialect", info.dialect),
-        ("table", info.table),
+        ("table", info.table + (f" (Distributed over cluster {info.cluster})" if info.cluster else "")),
         ("rows", str(info.rows)),
         ("dim", str(info.dim)),
         ("index", _index_text(info.index)),
