@@ -431,11 +431,13 @@ close to an image already voted on). Distinct images never come that close in th
 
 {duplicate_statistics({**datas, "A": data_a})}
 
-Real CLIP ViT-B/32 vectors of the same photo resized or recompressed are at cosine ≈ 0.97–0.99 (the
-e2e test `test_an_album_never_holds_an_image_and_its_resized_copy` checks the filter with the tiny test
-model, where a resized copy lands above the threshold too); distinct photos of one burst land around
-0.90–0.95. {DUPLICATE_COSINE} keeps copies out and bursts mostly in. No real CLIP weights are on this
-machine, so the real-photo figures are not measured here.
+The e2e test `test_an_album_never_holds_an_image_and_its_resized_copy` puts an image and a copy at
+cosine > {DUPLICATE_COSINE} in the store and checks that neither a round nor ⭐ Results shows both, and that the
+copy of a voted image is not shown later. What a resized copy scores with real CLIP is not measured
+here (no real weights on this machine; the tiny test model maps every image to nearly the same
+vector, distinct ones at 0.996); CLIP deduplication guides use thresholds of 0.95–0.99. {DUPLICATE_COSINE} sits far
+above every distinct synthetic neighbour above and at the low end of that range, so it errs on the
+side of keeping bursts out too.
 
 ### Goals ({HARDEST}, {n_tasks} concepts)
 
@@ -448,7 +450,27 @@ machine, so the real-photo figures are not measured here.
 | no image shown twice in a session | {reshown} re-shown in all runs | {goal(reshown == 0)} |
 | fit + next batch ≤ 30 ms p50 at {n_images} in the embedded store | {fit_next:.1f} ms | {goal(fit_next <= 30)} |
 
-Whole benchmark: {time.perf_counter() - t_start:.0f} s of CPU on the shared machine.
+Where a goal is missed, and why:
+
+- **p@9 after 3 rounds** on {HARDEST} is {p9_r3:.3f}, {0.90 - p9_r3:.3f} short of 0.90 (it reaches {_mean(hardest, "p9", 4):.3f} after 4 rounds and
+  {_mean(hardest, "p9", 5):.3f} after 5). The person wants 1–2 of a concept's 3–4 modes and the text leans to the others and to
+  unrelated concepts: zero-shot p@9 is {_mean(hardest, "p9", 0):.3f}, so the first rounds hold only a few 👍 to learn from.
+  Among the strategies tried on every variant the default (mixed) is best or tied at round 3; on data A
+  it is at 1.0 from round 2.
+- **Noisy voters** cost far more than the goals allow ({s20 - s_clean:+.3f} for one voter with 20 % slips, {s3 - s_clean:+.3f} for three
+  with 15 %). On this data most images shown are 👎 for the person, so slips mostly *add* false 👍
+  (about 0.8 a round at 10 % slips, beside one to three true ones), and the class-balanced loss gives
+  each 👍 a large share of the fit. One voter's accuracy cannot be estimated from their own votes, so
+  Dawid–Skene cannot help there; with three voters the 2:1 majority is still wrong about 6 % of the
+  time. Slips can still end a session early ("sessions ended early": slips empty two rounds of 👍
+  and the boundary, fitted on wrong labels, is above everything left; with the end after one rejected
+  round it was 15 of 40 sessions at 10 % slips), and they make the leave-one-out guard keep the prior
+  more often. The voter who wants another mode is outvoted and weighed down to no effect (equal to the
+  clean run). Tried without a clear gain: a prior weight that decays with the votes, and re-weighing
+  each vote by how much the classifier's leave-one-out prediction agrees with it (+0.04 at 10 %
+  slips, nothing at 20 %).
+
+Whole benchmark: {time.perf_counter() - t_start:.0f} s on the shared machine (other test runs going on at the same time).
 """
     for s in stores.values():
         s.close()

@@ -146,7 +146,13 @@ def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[Ex
 def _refit(explorer: Explorer, session: Session, taught: Taught) -> ExplorerSession:
     """The session rebuilt from its state and refitted on every vote so far (fits take milliseconds)."""
     es = explorer.resume(
-        session.concept, session.prior, session.weights, taught.soft, taught.shown, taught.last_round
+        session.concept,
+        session.prior,
+        session.weights,
+        taught.soft,
+        taught.shown,
+        taught.last_round,
+        taught.previous_round,
     )
     explorer.fit(es, taught.soft)
     return es
@@ -173,6 +179,7 @@ class Taught:
     soft: dict[str, float]  # image id -> soft label (core.votes), contested = 0.0
     shown: list[str]  # every image shown in a labelling round
     last_round: list[str]  # the images of the latest labelling round
+    previous_round: list[str]  # and of the one before
 
 
 def _saved_round(explorer: Explorer, saved: SavedConcept, k: int) -> list[Hit]:
@@ -647,11 +654,12 @@ class Handlers:
         return round_id
 
     async def _taught(self, session: Session) -> Taught:
-        latest = await self.state.latest_round(session.id)
+        recent = await self.state.recent_rounds(session.id, 2)
         return Taught(
             soft=await self.state.soft_labels(session.id),
             shown=await self.state.shown(session.id),
-            last_round=[it.image_id for it in latest.items] if latest else [],
+            last_round=[it.image_id for it in recent[0].items] if recent else [],
+            previous_round=[it.image_id for it in recent[1].items] if len(recent) > 1 else [],
         )
 
     async def _save_fit(self, session: Session, es: ExplorerSession) -> None:

@@ -18,8 +18,9 @@ Whatever the strategy, a session's first round (no votes yet) of ``"hard"``, ``"
 ``"mixed"`` is the ``k`` best zero-shot images, so every zero-shot hit gets a vote; a round never
 shows an image the session has shown or had votes on (contested ones included), nor two images, or
 an image and a voted one, closer than :data:`DUPLICATE_COSINE` (bursts, resized copies). Once the
-classifier has a decision boundary and no unlabelled image scores above it, ``next_batch`` returns
-no images and sets :attr:`ExplorerSession.exhausted`: nothing else in the collection looks like it.
+classifier has a decision boundary, the last two rounds got no 👍 and no unlabelled image scores above
+the boundary, ``next_batch`` returns no images and sets :attr:`ExplorerSession.exhausted`: nothing
+else in the collection looks like it.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class ExplorerSession:
     soft: dict[str, float] = field(default_factory=dict)
     # The images of the latest round (set by next_batch; the bot passes them to resume).
     last_round: list[str] = field(default_factory=list)
+    previous_round: list[str] = field(default_factory=list)  # the round before it
     # Set by next_batch: the latest round had no 👍 and nothing unlabelled scores above the boundary.
     exhausted: bool = False
     # The last fit kept the prior: leave-one-out, the fitted weight ranked the chat's 👍 worse.
@@ -160,9 +162,10 @@ class Explorer:
         labels: Mapping[str, float],
         seen: Iterable[str] = (),
         last_round: Sequence[str] = (),
+        previous_round: Sequence[str] = (),
     ) -> ExplorerSession:
         """Rebuild a session from persisted state: ``labels`` as for :meth:`fit`, ``seen`` = images shown,
-        ``last_round`` = the images of the latest round."""
+        ``last_round`` / ``previous_round`` = the images of the latest round and the one before."""
         soft = _soft(labels)
         return ExplorerSession(
             concept=concept,
@@ -172,6 +175,7 @@ class Explorer:
             seen=set(seen) | soft.keys() | set(last_round),
             soft=soft,
             last_round=list(last_round),
+            previous_round=list(previous_round),
         )
 
     def next_batch(
@@ -184,9 +188,9 @@ class Explorer:
         """``k`` images to vote on next, chosen by ``strategy`` (default: the explorer's).
 
         Never one the session has seen (or in ``exclude``), nor near-duplicates; an empty list with
-        ``session.exhausted`` set when the latest round was voted on and got no 👍, and nothing
-        unlabelled scores above the decision boundary (both: a boundary fitted on few votes alone
-        would end sessions early).
+        ``session.exhausted`` set when the latest two rounds were voted on and got no 👍, and nothing
+        unlabelled scores above the decision boundary (a boundary fitted on few votes alone, or one
+        round emptied of 👍 by a slip, would end sessions early).
         """
         strategy = strategy or self.strategy
         if strategy not in STRATEGIES:
@@ -202,7 +206,10 @@ class Explorer:
         vectors = self._vectors(session, [h.id for h in candidates] + sorted(skip))
         candidates = self._not_like(candidates, [vectors[i] for i in skip if i in vectors], vectors)
         session.exhausted = False
-        if strategy != "random" and not first and _rejected(session.last_round, session.soft):
+        rejected = _rejected(session.last_round, session.soft) and _rejected(
+            session.previous_round, session.soft
+        )
+        if strategy != "random" and not first and rejected:
             if session.boundary is None and session.labels:
                 self._recover_boundary(session)
             end = session.boundary
@@ -217,7 +224,7 @@ class Explorer:
             order = _mixed_order(candidates, (k + 1) // 2, k)
         chosen = _distinct(order, vectors, k, self.duplicate_cosine)
         session.seen.update(h.id for h in chosen)
-        session.last_round = [h.id for h in chosen]
+        session.previous_round, session.last_round = session.last_round, [h.id for h in chosen]
         return chosen
 
     def fit(self, session: ExplorerSession, labels: Mapping[str, float]) -> np.ndarray:

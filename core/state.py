@@ -901,6 +901,15 @@ class State:
         )
         return list(dict.fromkeys(r["image_id"] for r in rows))
 
+    async def recent_rounds(self, session_id: int, n: int, kind: RoundKind = "round") -> list[Round]:
+        """The session's ``n`` most recent rounds of ``kind``, newest first."""
+        rows = await self._all(
+            "SELECT id FROM rounds WHERE session_id = ? AND kind = ? ORDER BY id DESC LIMIT ?",
+            (session_id, kind, int(n)),
+        )
+        rounds = [await self.round_by_id(int(r["id"])) for r in rows]
+        return [r for r in rounds if r is not None]
+
     async def latest_round(self, session_id: int, kind: RoundKind = "round") -> Round | None:
         """The session's most recent round of ``kind``, or None."""
         row = await self._one(
