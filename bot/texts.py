@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.explorer import MatchEstimate
 from core.state import Stats
 
 HELP = (
@@ -80,23 +81,43 @@ def results_caption(rank: int, score: float, caption: str) -> str:
     return f"{text} · {short(caption, CAPTION_CHARS)}" if caption.strip() else text
 
 
-def results_message(concept: str, shown: int) -> str:
-    """The text after a results album."""
-    return f"⭐ Top {shown} for “{short(concept)}” by the current classifier."
+def results_message(concept: str, shown: int, estimate: MatchEstimate | None = None) -> str:
+    """The text after a results album: what it is, and how many images match."""
+    return f"⭐ Top {shown} for “{short(concept)}” by the classifier, with every vote so far.\n" + matches(
+        estimate
+    )
 
 
-def vote_answer(position: int, vote: int) -> str:
-    """The callback answer for a vote."""
+def vote_answer(position: int, vote: int, hidden: bool = False) -> str:
+    """The callback answer for a vote: the voter's own vote (in groups the split stays hidden until 🔁 Refine)."""
+    after = " (your vote; the group's split shows after 🔁 Refine)" if hidden else ""
     if vote > 0:
-        return f"👍 {position} recorded"
+        return f"👍 {position} recorded{after}"
     if vote < 0:
-        return f"👎 {position} recorded"
+        return f"👎 {position} recorded{after}"
     return f"Vote on {position} removed"
 
 
 def stopped(concept: str) -> str:
     """The reply when a session ends."""
     return f"Session “{short(concept)}” stopped. Send a new concept to start again."
+
+
+def nothing_else(concept: str, best: int) -> str:
+    """A refine that found nothing unlabelled above the classifier's decision boundary."""
+    return (
+        f"Nothing else here looks like “{short(concept)}”: every image I have not shown you scores below "
+        f"what you taught me. ⭐ Results has the {best} best; send a new concept to explore something else."
+    )
+
+
+def matches(estimate: MatchEstimate | None) -> str:
+    """How many images in the collection match, as far as the classifier can tell."""
+    if estimate is None:
+        return "Vote 👍 and 👎 on a few images and I can estimate how many in the collection match."
+    if estimate.at_least:
+        return f"At least {estimate.count} images in the collection score above the decision boundary."
+    return f"About {estimate.count} images in the collection score above the decision boundary."
 
 
 def only_admins_replace(concept: str) -> str:
@@ -138,16 +159,32 @@ def stats(s: Stats, group: bool, image_model: str = "", text_model: str = "") ->
         f"{s.rounds} rounds · {s.labels} labels (👍 {s.positive} / 👎 {s.negative}) · {s.voters} voters",
     ]
     if s.ties:
-        lines.append(f"{s.ties} images tied (unlabelled)")
+        lines.append(f"{s.ties} images contested (votes cancel out: not shown again, no label)")
     if group:
         if s.agreement is None:
             lines.append("agreement: no image has votes from two people yet")
         else:
-            lines.append(f"agreement: {s.agreement:.0%} of {s.contested} images with two or more voters")
+            alpha = "n/a" if s.alpha is None else f"{s.alpha:.2f}"
+            lines.append(
+                f"agreement: Krippendorff's α {alpha} over {s.shared} images with two or more voters "
+                f"(1 = always agree, 0 = no better than chance); unanimous on {s.agreement:.0%}"
+            )
+        lines.append(f"votes combined by {s.estimator}")
+        for v in s.per_voter[:MAX_VOTERS_SHOWN]:
+            who = short(v.name, 40) or str(v.user_id)
+            with_others = (
+                f"agrees with the others on {v.agreement:.0%} of {v.compared}"
+                if v.agreement is not None
+                else "no overlap with the others yet"
+            )
+            lines.append(f"• {who}: {v.votes} votes, {with_others}, weight {v.accuracy:.2f}")
     if image_model:
         lines.append(f"image model: {model_name(image_model)}")
         lines.append(f"text model: {model_name(text_model) if text_model else 'the image model’s own'}")
     return "\n".join(lines)
+
+
+MAX_VOTERS_SHOWN = 20
 
 
 def model_name(name: str) -> str:

@@ -321,7 +321,11 @@ def _index_text(status: IndexStatus) -> str:
 def _index_progress(status: IndexStatus) -> None:
     """One stderr line per change while ``vdx index create`` waits for the build."""
     if status.exists and status.state == "InProgress":
-        print(f"index: building, {status.parts_built}/{status.parts_total} parts done", file=sys.stderr, flush=True)
+        print(
+            f"index: building, {status.parts_built}/{status.parts_total} parts done",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
@@ -334,6 +338,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
             "url": info.url,
             "dialect": info.dialect,
             "table": info.table,
+            "cluster": info.cluster,
             "rows": info.rows,
             "dim": info.dim,
             "index": {
@@ -355,7 +360,7 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         ("backend", info.backend),
         ("url", info.url),
         ("dialect", info.dialect),
-        ("table", info.table),
+        ("table", info.table + (f" (Distributed over cluster {info.cluster})" if info.cluster else "")),
         ("rows", str(info.rows)),
         ("dim", str(info.dim)),
         ("index", _index_text(info.index)),

@@ -33,6 +33,9 @@ class Settings:
     telegram_api_url: str = ""
     allowed_chats: frozenset[int] = field(default_factory=frozenset)
     album_size: int = 9
+    # Show the 👍/👎 split on group keyboards while people vote (off: only how many voted, so later
+    # voters are not swayed by the majority; the split shows once the round is refined).
+    group_tallies: bool = False
 
     @property
     def embedded_db_path(self) -> Path:
@@ -68,6 +71,9 @@ class Settings:
 
         threads = get("VDX_TORCH_THREADS")
         album = get("VDX_ALBUM_SIZE", "9")
+        tallies = get("VDX_GROUP_TALLIES", "0").lower()
+        if tallies not in _BOOLEANS:
+            raise ConfigError(f"VDX_GROUP_TALLIES must be 1 or 0 (true/false, on/off), got {tallies!r}")
         try:
             torch_threads = int(threads) if threads else None
         except ValueError:
@@ -100,8 +106,22 @@ class Settings:
                 telegram_api_url=get("VDX_TELEGRAM_API_URL"),
                 allowed_chats=frozenset(allowed),
                 album_size=album_size,
+                group_tallies=_BOOLEANS[tallies],
             )
         )
+
+
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
 
 
 def _validated(s: Settings) -> Settings:

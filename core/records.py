@@ -71,3 +71,4 @@ class StoreInfo:
     rows: int
     dim: int
     index: IndexStatus
+    cluster: str = ""  # VDX_DB_CLUSTER: the table is Distributed over this cluster

@@ -629,6 +629,7 @@ class ClickHouseStore:
             rows=self.count(),
             dim=self.dim,
             index=self.index_status(),
+            cluster=self.layout.cluster,
         )
 
     def close(self) -> None:
