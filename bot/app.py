@@ -9,7 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -23,13 +23,14 @@ from telegram.ext import (
     filters,
 )
 
-from bot import texts
+from bot import redaction, texts
 from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
 from bot.ratelimit import FloodLimiter
+from bot.redaction import TokenRedactor
 from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
 from core.config import Settings
-from core.errors import ConfigError
+from core.errors import ConfigError, VdxError
 from core.explorer import Explorer
 from core.state import State
 from core.store import VectorStore
@@ -44,8 +45,13 @@ COMMANDS = [
     BotCommand("more", "next round (🔁 Refine)"),
     BotCommand("results", "best images so far (⭐ Results)"),
     BotCommand("stats", "rounds, labels and voters"),
-    BotCommand("export", "labels as CSV, classifier as JSON (/export N: session N)"),
+    BotCommand("export", "labels and matches as CSV, classifier as JSON (/export N: session N)"),
     BotCommand("sessions", "this chat's sessions, by number"),
+    BotCommand("save", "keep this classifier: /save NAME"),
+    BotCommand("concepts", "the saved concepts"),
+    BotCommand("forget", "delete a saved concept: /forget NAME"),
+    BotCommand("watch", "post new images a saved concept accepts: /watch NAME"),
+    BotCommand("unwatch", "stop those alerts: /unwatch NAME"),
     BotCommand("reset", "end the session"),
     BotCommand("help", "how it works"),
 ]
@@ -54,46 +60,9 @@ RATE_LIMIT_RETRIES = 3  # RetryAfter answers retried (after the wait Telegram as
 POLL_TIMEOUT_S = 10  # getUpdates long-poll length in production (PTB's run_polling default)
 
 
-class _RedactToken:
-    """A log record factory that replaces bot tokens in messages and tracebacks.
-
-    A record factory (rather than a filter) sees every record of every logger, including the
-    request URLs httpx logs and exception texts that quote the token, whatever handlers exist.
-    """
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-        self.tokens: set[str] = set()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = self.base(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # a malformed record: logging reports it itself
-            return record
-        if any(t in message for t in self.tokens):
-            record.msg, record.args = self.redact(message), None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            if any(t in text for t in self.tokens):
-                record.exc_text = self.redact(text)
-        return record
-
-    def redact(self, text: str) -> str:
-        for t in self.tokens:
-            text = text.replace(t, "<TELEGRAM_BOT_TOKEN>")
-        return text
-
-
-def redact_token_in_logs(token: str) -> None:
-    """Keep ``token`` out of every log record from now on (idempotent)."""
-    factory = logging.getLogRecordFactory()
-    if not isinstance(factory, _RedactToken):
-        factory = _RedactToken(factory)
-        logging.setLogRecordFactory(factory)
-    factory.tokens.add(token)
-    # httpx logs each request URL (which holds the token) at INFO
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def redact_token_in_logs(token: str) -> TokenRedactor:
+    """Keep ``token`` out of every log record and uncaught traceback from now on (idempotent)."""
+    return redaction.install(token)
 
 
 def _file_url(api_url: str) -> str:
@@ -122,6 +91,7 @@ def build_application(
 
     async def post_init(app: Application) -> None:
         await handlers.open()
+        handlers.start_alerts(app.bot)
         try:
             await app.bot.set_my_commands(COMMANDS)
         except TelegramError as e:  # only the command menu is missing; the bot works
@@ -167,6 +137,11 @@ def _register(app: Application, h: Handlers) -> None:
             CommandHandler("stats", h.stats, filters=new),
             CommandHandler("export", h.export, filters=new),
             CommandHandler("sessions", h.sessions, filters=new),
+            CommandHandler("save", h.save, filters=new),
+            CommandHandler("concepts", h.concepts, filters=new),
+            CommandHandler("forget", h.forget, filters=new),
+            CommandHandler("watch", h.watch, filters=new),
+            CommandHandler("unwatch", h.unwatch, filters=new),
             MessageHandler(new & filters.COMMAND, h.unknown),
             MessageHandler(
                 new & filters.PHOTO & (filters.ChatType.PRIVATE | filters.CaptionRegex(r"^/find")), h.photo
@@ -250,14 +225,23 @@ def run_bot(
     token = settings.telegram_token
     if not token:
         raise ConfigError(texts.MISSING_TOKEN)
-    redact_token_in_logs(token)  # before the first request: httpx logs URLs, which hold the token
+    redact = redact_token_in_logs(token)  # before the first request: httpx logs URLs, which hold the token
     url = api_url or settings.telegram_api_url or TELEGRAM_API_URL
     webhook = None
     if webhook_url:
         # Telegram echoes this header, so forged webhook calls are refused
         secret = hashlib.sha256(token.encode()).hexdigest()[:64]
         webhook = Webhook(webhook_url, listen=listen, port=port, secret_token=secret)
-    asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+    try:
+        asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+    except (VdxError, KeyboardInterrupt):
+        raise
+    except TelegramError as e:  # PTB's start-up requests (deleteWebhook, setMyCommands, …) failed for good
+        log.info("the Bot API server failed the bot", exc_info=True)
+        raise VdxError(texts.bot_api_failed(redact(str(e)))) from None
+    except Exception as e:  # no traceback leaves `vdx bot`: the log has it (redacted), the person a line
+        log.critical("the bot stopped on an unexpected error", exc_info=True)
+        raise VdxError(texts.bot_crashed(redact(f"{type(e).__name__}: {e}"))) from None
 
 
 async def _check(settings: Settings, api_url: str, on_ready: Callable[[str], None] | None) -> None:
@@ -285,6 +269,8 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # then the state database: an unreadable one is told before the model loads
+    state: State | None = await State.open(settings.state_path)
     encoder = ClipEncoder.from_settings(settings)
     store = open_store(settings, dim=encoder.dim)
     try:
@@ -292,7 +278,8 @@ async def _serve(
         await encoder.aembed_texts(["warm up"])  # load the model now, not on the first person's concept
         if stop.is_set():  # interrupted while the model loaded
             return
-        app = build_application(settings, store=store, encoder=encoder, api_url=api_url)
+        app = build_application(settings, store=store, encoder=encoder, state=state, api_url=api_url)
+        state = None  # the application closes it at shutdown
         async with running(app, webhook=webhook, poll_timeout=POLL_TIMEOUT_S):
             if on_ready is not None:
                 mode = (
@@ -309,5 +296,7 @@ async def _serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if state is not None:
+            await state.close()
         store.close()
         encoder.close()

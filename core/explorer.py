@@ -24,6 +24,7 @@ no images and sets :attr:`ExplorerSession.exhausted`: nothing else in the collec
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ import numpy as np
 from core.classifier import ClassifierParams, LinearClassifier
 from core.errors import EmptyDataset
 from core.query import compose, parse
-from core.records import Hit, Scored
+from core.records import Hit, MatchPage, MatchQuery, Scored
 from core.store import VectorStore
 
 if TYPE_CHECKING:
@@ -46,10 +47,20 @@ if TYPE_CHECKING:
 Strategy = Literal["hard", "random", "boundary", "mixed"]
 STRATEGIES: tuple[str, ...] = ("hard", "random", "boundary", "mixed")
 DEFAULT_STRATEGY: Strategy = "mixed"  # best on the labelling benchmark (bench/results/labelling.md)
+# While a classifier has no decision boundary (no 👍 and 👎 yet) its "matches" are its best this many.
+TOP_WITHOUT_BOUNDARY = 100
 # Two images at least this close (cosine of their CLIP vectors) are one picture for a round or a
 # results album: a resized or recompressed copy, or a burst. Chosen in bench/results/labelling.md:
 # far above the nearest distinct neighbour in the synthetic data, below what a resized copy gives.
 DUPLICATE_COSINE = 0.95
+
+
+def concept_text(concept: str) -> str:
+    """``concept`` as it is searched: control characters (NUL and the like) dropped, whitespace runs
+    made one space; "" when nothing visible is left (only zero-width, format or space characters)."""
+    text = " ".join("".join(c for c in concept if unicodedata.category(c) != "Cc").split())
+    visible = any(unicodedata.category(c)[0] not in "CZ" for c in text)
+    return text if visible else ""
 
 
 @dataclass
@@ -112,8 +123,9 @@ class Explorer:
 
     def start_text(self, concept: str) -> ExplorerSession:
         """Embed ``concept`` (a text, or a composite such as ``red car -truck``, see :mod:`core.query`)
-        and start a session from it; raises :class:`BadConcept` for blank text."""
-        text = " ".join(concept.split())
+        and start a session from it; raises :class:`BadConcept` for text with nothing visible in it
+        (blank, or only zero-width and control characters)."""
+        text = concept_text(concept)
         query = parse(text)
         encoder = self._encoder()
         session = self.start_vector(text, compose(query, encoder.embed_texts))
@@ -236,6 +248,27 @@ class Explorer:
         vectors = self._vectors(session, [h.id for h in hits])
         hits = _distinct(hits, vectors, k, self.duplicate_cosine)
         return [Scored(h.id, h.url, 1.0 - h.distance, h.caption, h.source) for h in hits]
+
+    def boundary(self, session: ExplorerSession) -> float | None:
+        """The cosine score above which the classifier says yes; None until it has both 👍 and 👎."""
+        if session.boundary is None and session.labels:
+            self._recover_boundary(session)
+        return session.boundary
+
+    def match_query(self, session: ExplorerSession) -> MatchQuery:
+        """What the session's classifier accepts: images above its boundary (the top
+        :data:`TOP_WITHOUT_BOUNDARY` while it has none), never an image the chat voted 👎."""
+        threshold = self.boundary(session)
+        rejected = tuple(sorted(i for i, v in session.labels.items() if v < 0))
+        cap = TOP_WITHOUT_BOUNDARY if threshold is None else None
+        return MatchQuery(session.weights.copy(), threshold, cap, rejected)
+
+    def matches(self, query: MatchQuery, limit: int, offset: int = 0) -> MatchPage:
+        """One page of ``query``'s matches, best first, with how many there are; computed in the store."""
+        page = self.store.matches(query.weights, query.threshold, limit, offset, query.excluded, query.cap)
+        if page.total == 0 and query.threshold is None and self.store.count() == 0:
+            raise EmptyDataset()
+        return page
 
     def estimate_matches(self, session: ExplorerSession, limit: int = 1000) -> MatchEstimate | None:
         """How many images score above the decision boundary (None before there is one), counting
