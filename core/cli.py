@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write a session's labels, matches and classifier (csv, parquet, jsonl, imagefolder, html)",
-        description="Write what SESSION taught: labels with each voter's vote and a soft label (the share of "
-        "👍), every match with its score, and the classifier (classifier.json). Formats: csv, parquet, "
+        description="Write what SESSION taught: labels with each voter's vote and the combined soft label "
+        "(in [-1, 1]), every match with its score, and the classifier (classifier.json). Formats: csv, parquet, "
         "jsonl; imagefolder (DIR/<concept>/{positive,negative,matches}/ with the images: links to folder "
         "originals, copies of cached thumbnails for downloaded ones, plus the csv files); html (one "
         "self-contained index.html, a grid of thumbnails with score and label, that opens offline).",

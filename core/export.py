@@ -96,11 +96,6 @@ def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     return csv_text([header, *rows]).encode()
 
 
-def soft_label(votes: dict[int, int]) -> float:
-    """The share of 👍 among an image's votes (1.0: everyone said yes, 0.0: everyone said no)."""
-    return sum(1 for v in votes.values() if v > 0) / len(votes) if votes else 0.5
-
-
 def label_records(bundle: Bundle) -> list[dict[str, Any]]:
     """One record per voted image: label (the sign of the vote sum), soft label, and each voter's vote."""
     out = []
@@ -110,7 +105,7 @@ def label_records(bundle: Bundle) -> list[dict[str, Any]]:
                 "image_id": r.image_id,
                 "url": r.url,
                 "label": r.label,
-                "soft_label": round(soft_label(r.votes), 4),
+                "soft_label": round(float(r.soft), 4),
                 "votes_up": sum(1 for v in r.votes.values() if v > 0),
                 "votes_down": sum(1 for v in r.votes.values() if v < 0),
                 "votes": {str(uid): v for uid, v in r.votes.items()},
@@ -145,20 +140,8 @@ def _match_row(r: dict[str, Any]) -> list[Any]:
 
 
 def labels_csv(bundle: Bundle) -> bytes:
-    """``image_id,url,label,soft_label,<one column per voter>``."""
-    voters = bundle.export.voters
-    header = ["image_id", "url", "label", "soft_label", *(_voter(uid, name) for uid, name in voters)]
-    rows = [
-        [
-            r.image_id,
-            r.url,
-            r.label,
-            f"{soft_label(r.votes):.4f}",
-            *(r.votes.get(uid, "") for uid, _ in voters),
-        ]
-        for r in bundle.export.rows
-    ]
-    return csv_bytes(header, rows)
+    """``image_id,url,label,soft_label,<one column per voter>`` (as the bot's ``/export`` writes it)."""
+    return bundle.export.labels_csv().encode()
 
 
 def matches_csv(bundle: Bundle) -> bytes:

@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 
-from core.export import Bundle, folder_name, matches_document, safe_name, soft_label
+from core.export import Bundle, folder_name, matches_document, safe_name
 from core.records import Scored
 from core.state import Export, ExportRow, Session
 
@@ -55,7 +55,6 @@ def test_a_large_file_is_gzipped_and_cut_to_the_limit_keeping_the_best() -> None
     assert [r["image_id"] for r in rows] == [m.id for m in b.matches[: cut.rows]]
 
 
-def test_names_and_soft_labels() -> None:
+def test_file_names() -> None:
     assert safe_name("../etc/passwd") == "etc_passwd" and safe_name("") == "image"
     assert folder_name("A  Red Fox / at night") == "a_red_fox_at_night"
-    assert soft_label({1: 1, 2: 1, 3: -1}) == 2 / 3
