@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -25,7 +27,9 @@ from bot import texts
 from bot.handlers import Handlers
 from core.config import Settings
 from core.errors import ConfigError
+from core.events import CollectionEvents
 from core.explorer import Explorer
+from core.service import CommandServer
 from core.state import State
 from core.store import VectorStore
 
@@ -102,8 +106,13 @@ def build_application(
     encoder: ClipEncoder,
     state: State | None = None,
     api_url: str | None = None,
+    events: CollectionEvents | None = None,
 ) -> Application:
-    """The bot with everything injected; ``state`` is opened at start-up when not given."""
+    """The bot with everything injected; ``state`` is opened at start-up when not given.
+
+    ``events`` (also at ``app.bot_data["events"]``) carries an :class:`~core.events.ImagesIngested`
+    for every batch that an ingest run through this bot stores; subscribe to it for alerts.
+    """
     token = settings.telegram_token
     if not token:
         raise ConfigError(texts.MISSING_TOKEN)
@@ -140,6 +149,7 @@ def build_application(
     if url:
         builder = builder.base_url(url).base_file_url(_file_url(url))
     app = builder.build()
+    app.bot_data["events"] = events if events is not None else CollectionEvents()
     _register(app, handlers)
     return app
 
@@ -211,14 +221,20 @@ def run_bot(
     if not settings.telegram_token:
         raise ConfigError(texts.MISSING_TOKEN)
     from core.encoder import ClipEncoder
+    from core.ingest import check_model
     from core.store import open_store
 
     encoder = ClipEncoder.from_settings(settings)
     store = open_store(settings, dim=encoder.dim)
+    server = None
     try:
+        check_model(store, encoder)  # a different model would answer every concept with noise
         store.ensure_schema()  # an empty database answers "no images yet" instead of failing
         encoder.embed_texts(["warm up"])  # load the model now, not on the first person's concept
-        app = build_application(settings, store=store, encoder=encoder, api_url=api_url)
+        events = CollectionEvents()
+        app = build_application(settings, store=store, encoder=encoder, api_url=api_url, events=events)
+        if store.backend == "chdb":
+            server = serve_commands(settings, store, encoder, events)
         try:
             if webhook_url:
                 app.run_webhook(
@@ -235,5 +251,38 @@ def run_bot(
         except InvalidToken:
             raise ConfigError(texts.REJECTED_TOKEN) from None
     finally:
+        if server is not None:
+            server.close()
         store.close()
         encoder.close()
+
+
+def serve_commands(
+    settings: Settings, store: VectorStore, encoder: ClipEncoder, events: CollectionEvents
+) -> CommandServer:
+    """Serve ``vdx ingest/search/info/index`` from other terminals with the bot's own store and
+    encoder (the embedded database opens in one process only); see ``core.service``."""
+    from core.cli import Runtime, run_command
+
+    ingest_lock = threading.Lock()
+
+    def run(command: str, args: argparse.Namespace, out: TextIO, err: TextIO, stop: threading.Event) -> int:
+        rt = Runtime(
+            settings,
+            out=out,
+            err=err,
+            store=store,
+            encoder=encoder,
+            events=events,
+            stop=stop,
+            progress=False,
+            ingest_lock=ingest_lock,
+        )
+        return run_command(command, args, rt)
+
+    server = CommandServer(settings, run)
+    try:
+        server.start()
+    except OSError as e:  # the bot works; only other terminals cannot use the database meanwhile
+        log.warning("cannot serve vdx commands on %s: %s", server.path, e)
+    return server

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from core.errors import ModelLoadError
+from core.records import ModelIdentity
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLIP_MAX_TOKENS = 77
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 class Encoder(Protocol):
@@ -44,6 +49,11 @@ class Encoder(Protocol):
 
     def text_truncated(self, text: str) -> bool:
         """Whether ``text`` is longer than the model reads."""
+        ...
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name, vector size and fingerprint of the model (recorded with the vectors it makes)."""
         ...
 
 
@@ -86,9 +96,16 @@ class ClipEncoder:
     """A transformers ``CLIPModel`` + ``CLIPProcessor``, loaded on first use; thread-safe."""
 
     def __init__(
-        self, model: str, device: str = "auto", torch_threads: int | None = None, batch_size: int = 32
+        self,
+        model: str,
+        device: str = "auto",
+        torch_threads: int | None = None,
+        batch_size: int = 32,
+        fingerprint_cache: Path | None = None,
     ) -> None:
         self.model_name = model
+        self.fingerprint_cache = fingerprint_cache
+        self._identity: ModelIdentity | None = None
         self.requested_device = device
         self.torch_threads = torch_threads
         self.batch_size = max(1, batch_size)
@@ -102,7 +119,21 @@ class ClipEncoder:
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipEncoder:
         """An encoder for ``VDX_CLIP_MODEL`` / ``VDX_DEVICE`` / ``VDX_TORCH_THREADS``."""
-        return cls(settings.clip_model, device=settings.device, torch_threads=settings.torch_threads)
+        return cls(
+            settings.clip_model,
+            device=settings.device,
+            torch_threads=settings.torch_threads,
+            fingerprint_cache=settings.data_dir / "model-fingerprints.json",
+        )
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name, vector size and fingerprint, without loading the weights (hashed once, then cached)."""
+        if self._identity is None:
+            self._identity = ModelIdentity(
+                self.model_name, self.dim, model_fingerprint(self.model_name, self.fingerprint_cache)
+            )
+        return self._identity
 
     @property
     def dim(self) -> int:
@@ -235,6 +266,61 @@ class ClipEncoder:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def model_fingerprint(model: str, cache: Path | None = None) -> str:
+    """``sha256:<digest>`` of a local model directory's weight files, or ``rev:<commit>`` of a hub model.
+
+    Hashing a 600 MB checkpoint takes a few seconds, so the digest is kept in ``cache`` (a JSON file)
+    under the files' paths, sizes and modification times and only taken again when they change.
+    Empty when neither is known (a hub model missing from the local cache).
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if not files:
+            return ""
+        key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+        known = _read_json(cache)
+        if key in known:
+            return str(known[key])
+        digest = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                digest.update(hashlib.file_digest(fh, "sha256").digest())
+        fingerprint = f"sha256:{digest.hexdigest()}"
+        if cache is not None:
+            known[key] = fingerprint
+            _write_json(cache, known)
+        return fingerprint
+    try:
+        from transformers import CLIPConfig
+
+        with _quiet_transformers():
+            commit = getattr(CLIPConfig.from_pretrained(model), "_commit_hash", None)
+    except (OSError, ValueError, KeyError):
+        return ""
+    return f"rev:{commit}" if commit else ""
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:  # only a cache: the next run hashes again
+        log.info("could not write %s: %s", path, e)
 
 
 def _projection_dim(model: str, config: Any) -> int:

@@ -60,11 +60,41 @@ class DimensionMismatch(StoreError):
         super().__init__(f"{where}: expected {expected}-d vectors, got {got}-d")
 
 
-class EmptyDataset(VdxError):
-    """The image table holds nothing yet."""
+class ModelMismatch(StoreError):
+    """The configured model is not the one that embedded the collection."""
 
-    def __init__(self) -> None:
-        super().__init__("no images yet — run `vdx ingest` first")
+    def __init__(self, collection: str, configured: str, hint: str = "") -> None:
+        self.collection = collection
+        self.configured = configured
+        super().__init__(
+            f"the collection was embedded with {collection}, but the configured model is {configured}; "
+            + (
+                hint
+                or "set VDX_CLIP_MODEL (--model) back, or re-embed the whole collection with the new "
+                "model: `vdx ingest folder PATH --reembed`"
+            )
+        )
+
+
+class EmptyDataset(VdxError):
+    """The image table holds nothing yet; ``where`` names the database that was looked at."""
+
+    def __init__(self, where: str = "") -> None:
+        self.where = where
+        at = f" in {where}" if where else ""
+        super().__init__(f"no images yet{at} — run `vdx ingest` first (or point --data-dir at your data)")
+
+
+class SourceUnreachable(VdxError):
+    """An ingest source whose first downloads all failed to connect: the host is down or refusing."""
+
+    def __init__(self, attempts: int, reason: str) -> None:
+        self.attempts = attempts
+        self.reason = reason
+        super().__init__(
+            f"the image host looks unreachable: the first {attempts} downloads all failed ({reason}); "
+            "nothing more was tried — check the network and run again"
+        )
 
 
 class IngestError(VdxError):

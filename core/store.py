@@ -28,7 +28,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, Error, Operation
 
 from core.config import Settings
 from core.errors import DatabaseLocked, DimensionMismatch, StoreError, StoreUnavailable
-from core.records import Hit, ImageBatch, IndexStatus, StoreInfo
+from core.records import Hit, ImageBatch, IndexStatus, ModelIdentity, StoreInfo
 
 SqlDialect = Literal["clickhouse", "myscale"]
 T = TypeVar("T")
@@ -67,6 +67,30 @@ class VectorStore(Protocol):
 
     def count(self) -> int:
         """Number of stored images."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the rows of ``ids``; returns how many of them were stored."""
+
+    def urls_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """``(id, url)`` of every row whose url starts with ``prefix`` (a folder's ``file://`` URI)."""
+
+    def all_rows(self) -> list[Hit]:
+        """Every row (without vectors), ordered by id."""
+
+    def sibling(self, suffix: str) -> VectorStore:
+        """A store on the table ``<table><suffix>`` over the same connection."""
+
+    def replace_with(self, other: VectorStore) -> None:
+        """Make ``other``'s rows this table's rows; ``other``'s table is gone after."""
+
+    def drop(self) -> None:
+        """Drop this table and its model record."""
+
+    def model(self) -> ModelIdentity | None:
+        """The model recorded with the vectors, or None for a collection that has no record."""
+
+    def record_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as the model that embedded the collection."""
 
     def index_create(self) -> IndexStatus:
         """Build the vector index for the dialect (HNSW or MSTG)."""
@@ -226,6 +250,43 @@ def index_status_sql(dialect: SqlDialect) -> str:
         "SELECT type, type_full FROM system.data_skipping_indices "
         "WHERE database = currentDatabase() AND table = {t:String} AND name = {i:String}"
     )
+
+
+# The collection's model: one small table per image table, in the same database as the vectors, so a
+# copied or shared database carries it. The latest row is the record; older rows are its history.
+
+
+def model_table(table: str) -> str:
+    """Name of the table holding ``table``'s model record."""
+    return f"{table}__model"
+
+
+def create_model_table_sql(table: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` for the model record (the same on ClickHouse and MyScale)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {model_table(table)} (name String, dim UInt32, fingerprint String, "
+        "recorded_at DateTime64(6) DEFAULT now64(6)) ENGINE = MergeTree ORDER BY recorded_at"
+    )
+
+
+def read_model_sql(table: str) -> str:
+    """The latest model record as ``name, dim, fingerprint``."""
+    return f"SELECT name, dim, fingerprint FROM {model_table(table)} ORDER BY recorded_at DESC LIMIT 1"
+
+
+def swap_tables_sql(table: str, replacement: str) -> list[str]:
+    """Statements that put ``replacement`` in the place of ``table`` (and drop the old one)."""
+    old = f"{table}__replaced"
+    return [
+        f"DROP TABLE IF EXISTS {old}",
+        f"RENAME TABLE {table} TO {old}, {replacement} TO {table}",
+        f"DROP TABLE IF EXISTS {old}",
+    ]
+
+
+def delete_sql(dialect: SqlDialect, table: str) -> str:
+    """Remove the rows whose id is in ``{ids}`` (a lightweight delete on both engines)."""
+    return f"DELETE FROM {table} WHERE id IN {{ids:Array(String)}}"
 
 
 _DIM_RE = re.compile(r"CONSTRAINT\s+`?vec_len`?\s+CHECK\s+length\(`?vector`?\)\s*=\s*(\d+)", re.IGNORECASE)
@@ -531,6 +592,94 @@ class ClickHouseStore:
         except _MissingTable:
             return 0
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the rows of ``ids`` (and their copies in memory); returns how many were stored."""
+        doomed = sorted(self.ids_present(ids))
+        if not doomed:
+            return 0
+        with self._lock:
+            sql = delete_sql(self.dialect, self.table)
+            for chunk in _chunks(doomed):
+                self._call_unlocked(functools.partial(self._client.command, sql, parameters={"ids": chunk}))
+            if self._hot_ready:
+                # The in-memory copy is rebuilt on the next search: deletes are rare, a rebuild is one scan.
+                self._call_unlocked(
+                    lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}")
+                )
+                self._hot_ready = False
+        return len(doomed)
+
+    def urls_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """``(id, url)`` of every row whose url starts with ``prefix``."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(
+                    f"SELECT id, url FROM {self.table} WHERE startsWith(url, {{p:String}})", {"p": prefix}
+                )
+        except _MissingTable:
+            return []
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def all_rows(self) -> list[Hit]:
+        """Every row (without vectors), ordered by id."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(f"SELECT id, url, caption, source FROM {self.table} ORDER BY id")
+        except _MissingTable:
+            return []
+        return [Hit(id=r[0], url=r[1], distance=0.0, caption=r[2], source=r[3]) for r in rows]
+
+    def sibling(self, suffix: str) -> ClickHouseStore:
+        """A store on the table ``<table><suffix>`` over the same connection (for a re-embed)."""
+        other = ClickHouseStore(
+            self._client, self._target, self.dialect, f"{self.table}{suffix}", 0, self.hnsw, hot_copy=False
+        )
+        other._lock = self._lock
+        other.dim = other._read_dim() or 0
+        return other
+
+    def replace_with(self, other: VectorStore) -> None:
+        """Make ``other``'s rows this table's rows (an atomic rename); ``other``'s table is gone after."""
+        assert isinstance(other, ClickHouseStore)
+        with self._lock:
+            for sql in swap_tables_sql(self.table, other.table):
+                self._call_unlocked(functools.partial(self._client.command, sql))
+            if self._hot_ready:
+                self._call_unlocked(
+                    lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}")
+                )
+                self._hot_ready = False
+        self.dim = other.dim
+        self._indexed = None
+
+    def drop(self) -> None:
+        """Drop this table and its model record."""
+        for table in (self.table, model_table(self.table)):
+            self._command(f"DROP TABLE IF EXISTS {table}")
+
+    # -- the collection's model --------------------------------------------------------------------
+
+    def model(self) -> ModelIdentity | None:
+        """The model recorded with the vectors, or None for a collection that has no record yet."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(read_model_sql(self.table))
+        except _MissingTable:
+            return None
+        if not rows:
+            return None
+        name, dim, fingerprint = rows[0]
+        return ModelIdentity(str(name), int(dim), str(fingerprint))
+
+    def record_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as the model of the collection (a new latest row)."""
+        self._command(create_model_table_sql(self.table))
+        self._command(
+            f"INSERT INTO {model_table(self.table)} (name, dim, fingerprint) "
+            "VALUES ({n:String}, {d:UInt32}, {f:String})",
+            {"n": identity.name, "d": int(identity.dim), "f": identity.fingerprint},
+        )
+
     # -- vector index ------------------------------------------------------------------------------
 
     def index_create(self) -> IndexStatus:
@@ -589,6 +738,7 @@ class ClickHouseStore:
             rows=self.count(),
             dim=self.dim,
             index=self.index_status(),
+            model=self.model(),
         )
 
     def close(self) -> None:
