@@ -44,8 +44,9 @@ class DatabaseLocked(StoreUnavailable):
         self.path = path
         VdxError.__init__(
             self,
-            f"the embedded database at {path} is in use by another vdx process; stop it, "
-            "or use a ClickHouse server via VDX_DB_URL",
+            f"the embedded database at {path} is in use by another vdx process that does not serve "
+            "commands (a running `vdx bot` runs them for you); stop it, or use a ClickHouse server "
+            "via VDX_DB_URL",
         )
         self.url = f"chdb://{path}"
         self.reason = "locked"

@@ -797,6 +797,8 @@ def _embedded_dir_locked(path: str) -> bool:
 def _connect(target: DbTarget) -> Client:
     if target.backend == "chdb":
         Path(target.path).mkdir(parents=True, exist_ok=True)
+        if _embedded_dir_locked(target.path):  # ask first: chDB would print its own error to stderr
+            raise DatabaseLocked(target.path)
         try:
             return clickhouse_connect.get_client(interface="chdb", path=target.path)
         except Error as e:
