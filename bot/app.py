@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     CallbackQueryHandler,
     CommandHandler,
@@ -24,7 +23,9 @@ from telegram.ext import (
 )
 
 from bot import texts
+from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
+from bot.ratelimit import FloodLimiter
 from core.config import Settings
 from core.errors import ConfigError
 from core.events import CollectionEvents
@@ -48,7 +49,7 @@ COMMANDS = [
     BotCommand("help", "how it works"),
 ]
 UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]  # all the bot handles: Telegram sends nothing else
-RATE_LIMIT_RETRIES = 3  # RetryAfter answers retried by AIORateLimiter before giving up
+RATE_LIMIT_RETRIES = 3  # RetryAfter answers retried (after the wait Telegram asks for) before giving up
 
 
 class _RedactToken:
@@ -117,7 +118,10 @@ def build_application(
     if not token:
         raise ConfigError(texts.MISSING_TOKEN)
     redact_token_in_logs(token)
-    handlers = Handlers(settings, Explorer(store, encoder), state)
+    # Telegram's flood limits, with a round's messages ahead of keyboard edits (bot/ratelimit.py)
+    limiter = FloodLimiter(max_retries=RATE_LIMIT_RETRIES)
+    edits = KeyboardEdits(ready=limiter.until_free)
+    handlers = Handlers(settings, Explorer(store, encoder), state, edits=edits)
 
     async def post_init(app: Application) -> None:
         await handlers.open()
@@ -132,7 +136,7 @@ def build_application(
     builder = (
         Application.builder()
         .token(token)
-        .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .rate_limiter(limiter)
         # Updates run concurrently so a slow round never delays another chat's button answers;
         # Handlers keeps each chat's own session changes in order with a lock.
         .concurrent_updates(True)

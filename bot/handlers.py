@@ -24,6 +24,7 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot import keyboards, texts
 from bot.albums import AlbumSender
+from bot.edits import KeyboardEdits
 from core.config import Settings
 from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
 from core.explorer import Explorer, ExplorerSession
@@ -109,14 +110,20 @@ def _results(explorer: Explorer, session: Session, labels: dict[str, int], k: in
 class Handlers:
     """The bot's handlers, bound to one explorer and one state database."""
 
-    def __init__(self, settings: Settings, explorer: Explorer, state: State | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        explorer: Explorer,
+        state: State | None = None,
+        *,
+        edits: KeyboardEdits | None = None,
+    ) -> None:
         self.settings = settings
         self.explorer = explorer
         self._state = state
         self.albums = AlbumSender(settings, lambda: self.state)
+        self.edits = edits or KeyboardEdits()
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._edit_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._edits_waiting: defaultdict[int, int] = defaultdict(int)
 
     @property
     def state(self) -> State:
@@ -133,7 +140,8 @@ class Handlers:
             self._state = await State.open(self.settings.state_path)
 
     async def close(self, app: Any = None) -> None:
-        """``post_shutdown``: close the state database."""
+        """``post_shutdown``: drop pending keyboard edits, close the state database."""
+        await self.edits.close()
         if self._state is not None:
             await self._state.close()
 
@@ -265,24 +273,23 @@ class Handlers:
             user.full_name or user.username or "",
             chat_id=query.message.chat.id,
         )
-        # the vote is committed: answer now, the keyboard edit can follow
+        # the vote is committed: answer now, the keyboard edit follows (coalesced with others)
         await query.answer(texts.vote_answer(press.position, outcome.vote))
-        await self._refresh_keyboard(query, outcome.round_id)
+        self._refresh_keyboard(query, outcome.round_id)
 
-    async def _refresh_keyboard(self, query: CallbackQuery, round_id: int) -> None:
-        """Show current counts; of several presses waiting to edit the same keyboard only the last edits."""
-        self._edits_waiting[round_id] += 1
-        async with self._edit_locks[round_id]:
-            self._edits_waiting[round_id] -= 1
-            if self._edits_waiting[round_id] > 0:
-                return  # a later press will edit with counts that include this one
-            self._edits_waiting.pop(round_id, None)
+    def _refresh_keyboard(self, query: CallbackQuery, round_id: int) -> None:
+        """Show current counts soon: one edit carries every vote made while it waits (``bot/edits.py``)."""
+        assert query.message is not None
+
+        async def edit() -> None:
             tallies = await self.state.tallies(round_id)
             try:
                 await query.edit_message_reply_markup(keyboards.round_keyboard(round_id, tallies))
             except BadRequest as e:
                 if "not modified" not in e.message.lower():
                     raise
+
+        self.edits.request(query.message.chat.id, round_id, edit)
 
     async def _control(
         self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.ControlPress
@@ -311,9 +318,12 @@ class Handlers:
         if not concept.strip():
             raise BadConcept(texts.EMPTY_CONCEPT)
         async with self._chat_locks[chat]:
-            es, hits = await asyncio.to_thread(_first_round, self.explorer, concept, self.settings.album_size)
-            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-            await self._send_round(bot, session, hits)
+            with self.edits.new_round(chat) as new:
+                es, hits = await asyncio.to_thread(
+                    _first_round, self.explorer, concept, self.settings.album_size
+                )
+                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+                new.round_id = await self._send_round(bot, session, hits)
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
@@ -322,21 +332,23 @@ class Handlers:
         biggest = max(msg.photo, key=lambda p: p.width * p.height)
         data = bytes(await (await biggest.get_file()).download_as_bytearray())
         async with self._chat_locks[chat]:
-            es, hits = await asyncio.to_thread(
-                _photo_round, self.explorer, data, concept, self.settings.album_size
-            )
-            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-            await self._send_round(bot, session, hits)
+            with self.edits.new_round(chat) as new:
+                es, hits = await asyncio.to_thread(
+                    _photo_round, self.explorer, data, concept, self.settings.album_size
+                )
+                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+                new.round_id = await self._send_round(bot, session, hits)
 
     async def _refine(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:
             session = await self._active(chat)
-            labels = await self.state.labels(session.id)
-            weights, hits = await asyncio.to_thread(
-                _refit_round, self.explorer, session, labels, self.settings.album_size
-            )
-            await self.state.save_weights(session.id, weights, len(labels))
-            await self._send_round(bot, session, hits)
+            with self.edits.new_round(chat) as new:
+                labels = await self.state.labels(session.id)
+                weights, hits = await asyncio.to_thread(
+                    _refit_round, self.explorer, session, labels, self.settings.album_size
+                )
+                await self.state.save_weights(session.id, weights, len(labels))
+                new.round_id = await self._send_round(bot, session, hits)
 
     async def _results(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:
@@ -357,15 +369,15 @@ class Handlers:
             session = await self.state.end_session(chat)
         await bot.send_message(chat, texts.stopped(session.concept) if session else texts.NO_SESSION)
 
-    async def _send_round(self, bot: Bot, session: Session, hits: Sequence[Hit]) -> None:
-        """The album, then the round (recorded), then its voting keyboard."""
+    async def _send_round(self, bot: Bot, session: Session, hits: Sequence[Hit]) -> int | None:
+        """The album, then the round (recorded), then its voting keyboard; the round's id (None: no photos)."""
         items = [RoundItem(i + 1, h.id, h.url, h.caption, h.source) for i, h in enumerate(hits)]
         sent = await self.albums.send(
             bot, session.chat_id, items, lambda it: texts.round_caption(it.position, it.caption)
         )
         if not sent.items:
             await bot.send_message(session.chat_id, texts.NO_PHOTOS_SENT)
-            return
+            return None
         rnd = await self.state.add_round(session.id, "round", sent.items)
         keyboard = await bot.send_message(
             session.chat_id,
@@ -377,6 +389,7 @@ class Handlers:
         await self.state.mark_round(rnd.id, sent.status, sent.message_ids, keyboard.message_id)
         if sent.status == "unknown":
             await bot.send_message(session.chat_id, texts.ROUND_MAYBE_LOST)
+        return rnd.id
 
     async def _active(self, chat: int) -> Session:
         session = await self.state.active_session(chat)

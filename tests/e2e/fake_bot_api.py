@@ -6,6 +6,30 @@ every request, and lets a test inject updates (messages, photos, button presses)
 receives through real ``getUpdates`` long polling. Where Telegram validates something that a bot
 can get wrong (album size, ``callback_data`` length, unfetchable media URLs, rate limits), it
 answers with Telegram's own error JSON.
+
+Flood limits (on unless a test passes ``limits=None``), see :class:`FloodLimits`:
+
+- Bot FAQ, "My bot is hitting limits, how do I avoid this?"
+  (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this): "When sending
+  messages inside a particular chat, avoid sending more than one message per second. We may allow
+  short bursts that go over this limit, but eventually you'll begin receiving 429 errors. [...] the
+  API will not allow more than 30 messages per second or so. [...] your bot will not be able to
+  send more than 20 messages per minute to the same group." Modelled as a token bucket per chat
+  (1 a second, bursts of ``chat_burst``), at most 20 in any 60 s per group (negative chat id), at
+  most 30 in any second overall.
+- Editing counts as sending: "For bots the limits for message editing are the same as for message
+  sending [...] They share the limit" (Telegram's levlam, https://github.com/tdlib/td/issues/2592).
+- "You can call answerCallbackQuery without any limits, editing of the message in question is still
+  subject to per chat limits" (levlam, https://github.com/tdlib/telegram-bot-api/issues/648): only
+  the methods in ``FLOOD_COUNTED`` (sending, copying, forwarding, editing messages) count;
+  answerCallbackQuery, getUpdates, getChatMember, getFile, sendChatAction and the like do not.
+- An album (``sendMediaGroup``) counts as one request, as python-telegram-bot's ``AIORateLimiter``
+  counts it (telegram/ext/_aioratelimiter.py); Telegram does not document how albums count.
+- Over a limit Telegram answers HTTP 429 ``{"ok": false, "error_code": 429, "description": "Too Many
+  Requests: retry after N", "parameters": {"retry_after": N}}`` with N whole seconds (Bot API,
+  https://core.telegram.org/bots/api#responseparameters: "retry_after: In case of exceeding flood
+  control, the number of seconds left to wait before the request can be repeated"). A refused
+  request is not counted.
 """
 
 from __future__ import annotations
@@ -15,7 +39,9 @@ import contextlib
 import io
 import itertools
 import json
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +73,38 @@ _HARMLESS = frozenset(
         "deleteMessages",
     )
 )
+# Requests that send or edit a message in a chat: the ones Telegram's flood limits count.
+FLOOD_COUNTED = frozenset(
+    m.lower()
+    for m in (
+        "sendMessage",
+        "sendPhoto",
+        "sendMediaGroup",
+        "sendDocument",
+        "sendVideo",
+        "sendAnimation",
+        "sendAudio",
+        "sendVoice",
+        "sendVideoNote",
+        "sendSticker",
+        "sendLocation",
+        "sendVenue",
+        "sendContact",
+        "sendPoll",
+        "sendDice",
+        "copyMessage",
+        "copyMessages",
+        "forwardMessage",
+        "forwardMessages",
+        "editMessageText",
+        "editMessageCaption",
+        "editMessageMedia",
+        "editMessageReplyMarkup",
+        "editMessageLiveLocation",
+        "stopMessageLiveLocation",
+        "stopPoll",
+    )
+)
 _MAX_UPLOAD = 64 * 1024 * 1024  # Telegram accepts 50 MB documents; albums of photos need > 1 MiB
 
 
@@ -58,6 +116,57 @@ class ApiError(Exception):
         self.status = status
         self.description = description
         self.parameters = parameters
+
+
+@dataclass(frozen=True)
+class FloodLimits:
+    """Telegram's flood limits (see the module docstring for where each number comes from)."""
+
+    chat_per_second: float = 1.0  # "avoid sending more than one message per second" in one chat
+    chat_burst: int = 3  # "we may allow short bursts": Telegram gives no number; 3 back to back
+    group_per_minute: int = 20  # "not [...] more than 20 messages per minute to the same group"
+    overall_per_second: int = 30  # "not [...] more than 30 messages per second or so"
+
+
+class _FloodControl:
+    """Decides, at each counted request's arrival, whether it is over a limit and for how long."""
+
+    def __init__(self, limits: FloodLimits) -> None:
+        self.limits = limits
+        self._chat: dict[int, tuple[float, float]] = {}  # chat -> (bucket level, when)
+        self._group: dict[int, deque[float]] = {}  # group chat -> arrival times in the last minute
+        self._overall: deque[float] = deque()  # arrival times in the last second
+
+    def admit(self, chat: int | None, now: float) -> float:
+        """0 and the request is counted, or the seconds until it would be allowed (not counted)."""
+        lim = self.limits
+        waits = [0.0]
+        while self._overall and self._overall[0] <= now - 1.0:
+            self._overall.popleft()
+        if len(self._overall) >= lim.overall_per_second:
+            waits.append(self._overall[0] + 1.0 - now)
+        level = 0.0
+        group: deque[float] | None = None
+        if chat is not None:
+            level, at = self._chat.get(chat, (0.0, now))
+            level = max(0.0, level - (now - at) * lim.chat_per_second)
+            if level + 1 > lim.chat_burst:
+                waits.append((level + 1 - lim.chat_burst) / lim.chat_per_second)
+            if chat < 0:
+                group = self._group.setdefault(chat, deque())
+                while group and group[0] <= now - 60.0:
+                    group.popleft()
+                if len(group) >= lim.group_per_minute:
+                    waits.append(group[0] + 60.0 - now)
+        wait = max(waits)
+        if wait > 0:
+            return wait
+        self._overall.append(now)
+        if chat is not None:
+            self._chat[chat] = (level + 1, now)
+            if group is not None:
+                group.append(now)
+        return 0.0
 
 
 @dataclass
@@ -103,8 +212,16 @@ def button_texts(markup: JSON | None) -> list[str]:
 class FakeBotApi:
     """The fake server. ``async with FakeBotApi() as fake: fake.base_url`` -> ``http://127.0.0.1:PORT/bot``."""
 
-    def __init__(self, token: str = DEFAULT_TOKEN, *, fetch_timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        token: str = DEFAULT_TOKEN,
+        *,
+        fetch_timeout: float = 3.0,
+        limits: FloodLimits | None = FloodLimits(),
+    ) -> None:
         self.token = token
+        self.limits = limits
+        self._flood = _FloodControl(limits) if limits is not None else None
         self.tokens = {token}
         self.calls: list[Call] = []
         self.admins: dict[int, set[int]] = {}  # chat id -> user ids that getChatMember calls admins
@@ -265,6 +382,10 @@ class FakeBotApi:
         """When an injected update was queued and handed to the bot."""
         return self._deliveries[update_id]
 
+    def throttled(self, since: int = 0) -> list[Call]:
+        """Requests (from sequence ``since``) answered 429 by the flood limits or by :meth:`fail_next`."""
+        return [c for c in self.calls[since:] if c.done and c.error.startswith("Too Many Requests")]
+
     def mark(self) -> int:
         """The sequence number the next recorded call will get (use with ``since=``)."""
         return len(self.calls)
@@ -356,6 +477,11 @@ class FakeBotApi:
                 status, body = failures.pop(0)
                 call.ok, call.error = False, body["description"]
                 return web.json_response(body, status=status)
+            if self._flood is not None and path.lower() in FLOOD_COUNTED:
+                wait = self._flood.admit(call.chat_id, time.monotonic())
+                if wait > 0:
+                    seconds = max(1, math.ceil(wait))
+                    raise ApiError(429, f"Too Many Requests: retry after {seconds}", {"retry_after": seconds})
             handler = getattr(self, f"_api_{path.lower()}", None)
             if handler is not None:
                 result = await handler(params, call)

@@ -2,30 +2,79 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile, InputMediaPhoto, Update
-from telegram.error import BadRequest, InvalidToken
+from telegram.error import BadRequest, InvalidToken, RetryAfter
 from telegram.ext import (
     AIORateLimiter,
     Application,
     CallbackQueryHandler,
     ContextTypes,
+    ExtBot,
     MessageHandler,
     filters,
 )
 
 from tests.e2e.conftest import ImageServer, jpeg
-from tests.e2e.fake_bot_api import DEFAULT_TOKEN, FakeBotApi
+from tests.e2e.fake_bot_api import DEFAULT_TOKEN, FakeBotApi, FloodLimits
 
 
 @pytest.fixture
 async def ptb_bot(fake: FakeBotApi) -> AsyncIterator[Bot]:
-    """A bare PTB ``Bot`` on the fake server (AIORateLimiter retries 429s, as the vdx bot does)."""
+    """A PTB bot on the fake server; AIORateLimiter waits out the 429s of quick sends to one chat."""
+    async with ExtBot(
+        DEFAULT_TOKEN,
+        base_url=fake.base_url,
+        base_file_url=fake.base_url,
+        rate_limiter=AIORateLimiter(max_retries=3),
+    ) as b:
+        yield b
+
+
+@pytest.fixture
+async def raw_bot(fake: FakeBotApi) -> AsyncIterator[Bot]:
+    """A PTB ``Bot`` with no rate limiter: every 429 reaches the caller."""
     async with Bot(DEFAULT_TOKEN, base_url=fake.base_url, base_file_url=fake.base_url) as b:
         yield b
+
+
+async def test_one_chat_gets_a_short_burst_then_one_message_a_second(raw_bot: Bot, fake: FakeBotApi) -> None:
+    for i in range(fake.limits.chat_burst if fake.limits else 0):
+        await raw_bot.send_message(7, f"burst {i}")
+    with pytest.raises(RetryAfter) as refused:
+        await raw_bot.send_message(7, "one too many")
+    assert int(refused.value.retry_after) == 1
+    body = fake.throttled()[-1]
+    assert body.method == "sendMessage" and body.error == "Too Many Requests: retry after 1"
+    # other chats and button answers are not held back
+    await raw_bot.send_message(8, "another chat")
+    assert await raw_bot.answer_callback_query("cq1", text="noted")
+    await asyncio.sleep(1.05)
+    await raw_bot.send_message(7, "a second later")
+    assert [c.params["text"] for c in fake.find("sendMessage") if c.chat_id == 7][-1] == "a second later"
+
+
+async def test_a_group_gets_twenty_messages_a_minute_edits_included() -> None:
+    group = -100
+    # a burst allowance as big as the group's minute, so the test need not wait a second per message
+    async with (
+        FakeBotApi(limits=FloodLimits(chat_burst=30)) as fake,
+        Bot(DEFAULT_TOKEN, base_url=fake.base_url) as raw_bot,
+    ):
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton("👍 1", callback_data="v")]])
+        msg = await raw_bot.send_message(group, "round 1", reply_markup=markup)
+        for i in range(1, 20):
+            new = InlineKeyboardMarkup([[InlineKeyboardButton(f"👍 1 ·{i}", callback_data="v")]])
+            await raw_bot.edit_message_reply_markup(group, msg.message_id, reply_markup=new)
+        await raw_bot.send_message(-200, "another group is not held back")
+        with pytest.raises(RetryAfter) as refused:
+            await raw_bot.send_message(group, "the 21st within a minute")
+        assert 58 <= int(refused.value.retry_after) <= 60  # until the first one leaves the minute
+        assert len(fake.find("editMessageReplyMarkup")) == 19 and len(fake.throttled()) == 1
 
 
 async def test_unknown_token_is_rejected_like_telegram(fake: FakeBotApi) -> None:
