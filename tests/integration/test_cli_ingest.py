@@ -161,7 +161,9 @@ def test_ctrl_c_with_a_hanging_host_exits_in_about_two_seconds(tmp_path: Path, p
         finally:
             proc.kill()
         took = time.monotonic() - pressed
-    assert proc.returncode == 130, err
+    # A second press may land while the interpreter is already finalising (Python has then restored
+    # the default SIGINT action): the process ends at once either way, as a shell sees it with 130.
+    assert proc.returncode in ((130,) if presses == 1 else (130, -signal.SIGINT)), err
     assert took < 5.0  # about 2 s on a quiet machine; the margin is for a loaded one
     assert "Traceback" not in err and "Exception ignored" not in err
     if presses == 1:
