@@ -187,10 +187,10 @@ def _concurrency(store, Q: np.ndarray, emit: Callable[[dict], None]) -> None:
     runs queries side by side usefully."""
     import clickhouse_connect
 
-    from core.store import knn_sql
+    from core.dialects import EXCLUDED_PARAM, ClickHouseDialect
 
     per_thread = 10
-    sql = knn_sql("clickhouse", store._hot, False, "dot")
+    sql = ClickHouseDialect().knn(store._hot, EXCLUDED_PARAM, 0, K, layout=store.layout).sql
     clients = [store._client, clickhouse_connect.get_client(interface="chdb", path=store._target.path)]
     # The store's in-memory copy is a temporary table of its own session; give the second client one too.
     clients[1].command(

@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     index.add_argument("action", choices=["create", "status", "drop"], help="what to do")
+    index.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="create: return once the build has started instead of when every part has the index",
+    )
 
     bot = commands.add_parser(
         "bot",
@@ -403,6 +408,16 @@ def _index_text(status: IndexStatus) -> str:
     return " ".join(part for part in (status.kind, status.detail) if part) or "present"
 
 
+def _index_progress(status: IndexStatus) -> None:
+    """One stderr line per change while ``vdx index create`` waits for the build."""
+    if status.exists and status.state == "InProgress":
+        print(
+            f"index: building, {status.parts_built}/{status.parts_total} parts done",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx info``: where the vectors live, what is stored, the collection's model and the configured one."""
     settings = rt.settings
@@ -468,7 +483,7 @@ def cmd_index(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx index create|status|drop``."""
     with _store(rt, create=args.action != "status") as store:
         if args.action == "create":
-            status = store.index_create()
+            status = store.index_create(wait=not args.no_wait, progress=_index_progress)
         elif args.action == "drop":
             status = store.index_drop()
         else:

@@ -23,6 +23,7 @@ class Settings:
     data_dir: Path = Path("data")
     db_url: str = ""  # empty: embedded chDB under data_dir
     db_dialect: Dialect = "auto"
+    db_cluster: str = ""  # a ClickHouse/MyScale cluster name: replicated tables behind a Distributed table
     table: str = "images"
     clip_model: str = DEFAULT_MODEL
     device: Device = "auto"
@@ -88,6 +89,7 @@ class Settings:
                 data_dir=Path(get("VDX_DATA_DIR", "data") or "data"),
                 db_url=get("VDX_DB_URL"),
                 db_dialect=get("VDX_DB_DIALECT", "auto").lower() or "auto",  # type: ignore[arg-type]
+                db_cluster=get("VDX_DB_CLUSTER"),
                 table=get("VDX_TABLE", "images") or "images",
                 clip_model=get("VDX_CLIP_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
                 device=get("VDX_DEVICE", "auto").lower() or "auto",  # type: ignore[arg-type]
@@ -105,6 +107,8 @@ def _validated(s: Settings) -> Settings:
         raise ConfigError(f"VDX_DB_DIALECT must be auto, clickhouse or myscale, got {s.db_dialect!r}")
     if s.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"VDX_DEVICE must be auto, cpu or cuda, got {s.device!r}")
+    if s.db_cluster and not s.db_cluster.replace("_", "").isalnum():
+        raise ConfigError(f"VDX_DB_CLUSTER must be letters, digits and underscores, got {s.db_cluster!r}")
     if not s.table.replace("_", "").isalnum():
         raise ConfigError(f"VDX_TABLE must be letters, digits and underscores, got {s.table!r}")
     if s.torch_threads is not None and s.torch_threads < 1:

@@ -52,6 +52,18 @@ class DatabaseLocked(StoreUnavailable):
         self.reason = "locked"
 
 
+class IndexBuildFailed(StoreError):
+    """The server reports that building the vector index failed."""
+
+    def __init__(self, table: str, reason: str) -> None:
+        self.table = table
+        self.reason = reason
+        super().__init__(
+            f"building the vector index on {table!r} failed: {reason} "
+            "(the server keeps retrying; `vdx index drop` removes it)"
+        )
+
+
 class DimensionMismatch(StoreError):
     """Vectors of one size met a table or model of another."""
 

@@ -48,7 +48,16 @@ class IndexStatus:
 
     exists: bool
     kind: str = ""  # e.g. "hnsw" or "MSTG"
-    detail: str = ""  # e.g. "Built", "InProgress", parameters
+    detail: str = ""  # e.g. "Built 3/3 parts", parameters
+    state: str = ""  # "Built", "InProgress" or "Error" while the index exists
+    parts_built: int = 0
+    parts_total: int = 0
+    error: str = ""  # the last build failure, one line
+
+    @property
+    def built(self) -> bool:
+        """The index exists and every part has it."""
+        return self.exists and self.state == "Built"
 
 
 @dataclass(frozen=True)

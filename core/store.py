@@ -1,9 +1,13 @@
 """Vector store: the ``VectorStore`` protocol and its ClickHouse/MyScale implementation.
 
 One clickhouse-connect client talks to either an embedded chDB directory (``chdb:///abs/path``) or a
-server over HTTP (``http(s)://user:password@host:port/database``). The SQL differs by dialect only in
-the distance function and the vector index DDL; the builders below are pure so they can be tested
-as golden strings.
+server over HTTP (``http(s)://user:password@host:port/database``). What differs between ClickHouse and
+MyScale (search SQL, index DDL, settings, index status) is owned by a :class:`core.dialects.Dialect`;
+where the rows live (one table, or a cluster's ``Distributed`` table) by a :class:`TableLayout`.
+
+Over HTTP every value a server must parse from the URL is bounded (ClickHouse's ``http_max_field_value_size``,
+128 KiB): id lists go in chunks of at most :data:`ID_PARAM_BYTES`, and a knn exclusion list too long for
+one parameter travels as external data. Index builds and merges run in the background and are polled.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import logging
 import re
+import struct
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +30,45 @@ from urllib.parse import unquote, urlsplit
 import clickhouse_connect
 import numpy as np
 import pyarrow as pa
+from clickhouse_connect.driver.binding import format_bind_value
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, Error, OperationalError
+from clickhouse_connect.driver.external import ExternalData
 
 from core.config import Settings
-from core.errors import DatabaseLocked, DimensionMismatch, StoreError, StoreUnavailable
+from core.dialects import (
+    EXCLUDED_PARAM,
+    EXCLUDED_TABLE,
+    ClickHouseDialect,
+    Dialect,
+    HnswParams,
+    MyScaleDialect,
+    TableLayout,
+    dialect_for,
+    short_reason,
+)
+from core.errors import DatabaseLocked, DimensionMismatch, IndexBuildFailed, StoreError, StoreUnavailable
 from core.records import Hit, ImageBatch, IndexStatus, ModelIdentity, StoreInfo
 
-SqlDialect = Literal["clickhouse", "myscale"]
-T = TypeVar("T")
+__all__ = [
+    "ClickHouseStore",
+    "DbTarget",
+    "HnswParams",
+    "TableLayout",
+    "VectorStore",
+    "open_store",
+    "parse_db_url",
+]
 
-INDEX_NAME = "vidx"
-# Large id lists travel as one Array(String) parameter; chunks keep a request well under server limits.
-ID_CHUNK = 10_000
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# ClickHouse's HTTP interface refuses a URL or form field value over http_max_field_value_size (128 KiB,
+# https://clickhouse.com/docs/operations/settings/settings#http_max_field_value_size): an Array(String)
+# parameter is kept to this many bytes as the server reads it (quoted, escaped, comma-separated).
+ID_PARAM_BYTES = 96 * 1024
+# How often a background index build or merge is polled.
+POLL_S = 1.0
 # The in-memory copy of a 512-d table takes ~2 KiB a row (2 GiB at 1M rows).
 HOT_COPY_MAX_ROWS = 2_000_000
 UNKNOWN_TABLE = 60
@@ -92,8 +125,10 @@ class VectorStore(Protocol):
     def record_model(self, identity: ModelIdentity) -> None:
         """Record ``identity`` as the model that embedded the collection."""
 
-    def index_create(self) -> IndexStatus:
-        """Build the vector index for the dialect (HNSW or MSTG)."""
+    def index_create(
+        self, wait: bool = True, progress: Callable[[IndexStatus], None] | None = None
+    ) -> IndexStatus:
+        """Add the vector index (HNSW or MSTG); with ``wait``, return once every part has it."""
 
     def index_status(self) -> IndexStatus:
         """Whether a vector index exists, and its state."""
@@ -168,125 +203,7 @@ def parse_db_url(url: str) -> DbTarget:
 
 
 # --------------------------------------------------------------------------------------------------
-# SQL, by dialect. Identifiers (table, index name) come from validated settings; values are parameters.
-
-
-@dataclass(frozen=True)
-class HnswParams:
-    """ClickHouse ``vector_similarity`` HNSW parameters (see bench/results/knn.md for the choice)."""
-
-    m: int = 16
-    ef_construction: int = 128
-    quantization: str = "bf16"
-    ef_search: int = 256  # ClickHouse's default hnsw_candidate_list_size_for_search
-
-
-def create_table_sql(dialect: SqlDialect, table: str, dim: int) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for the image table."""
-    # MyScale's brute-force distance() uses the table's metric (L2 unless told), so say Cosine.
-    tail = " SETTINGS vector_search_metric_type = 'Cosine'" if dialect == "myscale" else ""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {table} ("
-        "id String, url String, caption String, source LowCardinality(String), "
-        "added_at DateTime DEFAULT now(), vector Array(Float32) CODEC(NONE), "
-        f"CONSTRAINT vec_len CHECK length(vector) = {int(dim)}"
-        f") ENGINE = MergeTree ORDER BY id{tail}"
-    )
-
-
-def knn_sql(
-    dialect: SqlDialect, table: str, indexed: bool = False, metric: Literal["dot", "cosine"] = "dot"
-) -> str:
-    """Nearest rows to ``{v}`` that are not in ``{ex}``, as ``id, url, caption, source, dist``."""
-    cols = "id, url, caption, source"
-    if dialect == "myscale":
-        # MyScale filters inside its vector search, with or without an MSTG index.
-        return (
-            f"SELECT {cols}, distance(vector, {{v:Array(Float32)}}) AS dist FROM {table} "
-            "WHERE id NOT IN {ex:Array(String)} ORDER BY dist LIMIT {k:UInt32}"
-        )
-    # The nearest m rows first, the excluded ids filtered outside: a WHERE inside makes the HNSW index
-    # post-filter its m hits (it can return nothing), and slows a brute-force scan ~2x (bench/knn.py).
-    # With m >= k + |excluded| a scan stays exact.
-    if indexed or metric == "cosine":
-        dist = "cosineDistance(vector, {v:Array(Float32)})"  # the index serves only its own metric
-    else:
-        dist = "1 - dotProduct(vector, {v:Array(Float32)})"  # unit vectors: the same number, a faster scan
-    return (
-        f"SELECT {cols}, dist FROM (SELECT {cols}, {dist} AS dist FROM {table} ORDER BY dist LIMIT {{m:UInt32}}) "
-        "WHERE id NOT IN {ex:Array(String)} ORDER BY dist LIMIT {k:UInt32}"
-    )
-
-
-def index_create_sql(
-    dialect: SqlDialect, table: str, dim: int, params: HnswParams | None = None
-) -> list[str]:
-    """Statements that add and build the vector index."""
-    if dialect == "myscale":
-        return [f"ALTER TABLE {table} ADD VECTOR INDEX {INDEX_NAME} vector TYPE MSTG('metric_type=Cosine')"]
-    p = params or HnswParams()
-    return [
-        f"ALTER TABLE {table} ADD INDEX IF NOT EXISTS {INDEX_NAME} vector TYPE vector_similarity("
-        f"'hnsw', 'cosineDistance', {int(dim)}, '{p.quantization}', {int(p.m)}, {int(p.ef_construction)})",
-        f"ALTER TABLE {table} MATERIALIZE INDEX {INDEX_NAME} SETTINGS mutations_sync = 2",
-    ]
-
-
-def index_drop_sql(dialect: SqlDialect, table: str) -> str:
-    """Statement that drops the vector index."""
-    if dialect == "myscale":
-        return f"ALTER TABLE {table} DROP VECTOR INDEX {INDEX_NAME}"
-    return f"ALTER TABLE {table} DROP INDEX IF EXISTS {INDEX_NAME}"
-
-
-def index_status_sql(dialect: SqlDialect) -> str:
-    """Query returning ``(kind, detail)`` of the vector index on ``{t}``, no row when there is none."""
-    if dialect == "myscale":
-        return (
-            "SELECT type, status FROM system.vector_indices "
-            "WHERE database = currentDatabase() AND table = {t:String} AND name = {i:String}"
-        )
-    return (
-        "SELECT type, type_full FROM system.data_skipping_indices "
-        "WHERE database = currentDatabase() AND table = {t:String} AND name = {i:String}"
-    )
-
-
-# The collection's model: one small table per image table, in the same database as the vectors, so a
-# copied or shared database carries it. The latest row is the record; older rows are its history.
-
-
-def model_table(table: str) -> str:
-    """Name of the table holding ``table``'s model record."""
-    return f"{table}__model"
-
-
-def create_model_table_sql(table: str) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for the model record (the same on ClickHouse and MyScale)."""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {model_table(table)} (name String, dim UInt32, fingerprint String, "
-        "recorded_at DateTime64(6) DEFAULT now64(6)) ENGINE = MergeTree ORDER BY recorded_at"
-    )
-
-
-def read_model_sql(table: str) -> str:
-    """The latest model record as ``name, dim, fingerprint``."""
-    return f"SELECT name, dim, fingerprint FROM {model_table(table)} ORDER BY recorded_at DESC LIMIT 1"
-
-
-def swap_tables_sql(table: str, replacement: str) -> list[str]:
-    """Statements that put ``replacement`` in the place of ``table`` (and drop the old one)."""
-    old = f"{table}__replaced"
-    return [
-        f"DROP TABLE IF EXISTS {old}",
-        f"RENAME TABLE {table} TO {old}, {replacement} TO {table}",
-        f"DROP TABLE IF EXISTS {old}",
-    ]
-
-
-def delete_sql(dialect: SqlDialect, table: str) -> str:
-    """Remove the rows whose id is in ``{ids}`` (a lightweight delete on both engines)."""
-    return f"DELETE FROM {table} WHERE id IN {{ids:Array(String)}}"
+# Helpers shared by every dialect (the dialects themselves are in core/dialects.py)
 
 
 _DIM_RE = re.compile(r"CONSTRAINT\s+`?vec_len`?\s+CHECK\s+length\(`?vector`?\)\s*=\s*(\d+)", re.IGNORECASE)
@@ -303,22 +220,22 @@ def dim_from_ddl(create_table_query: str) -> int | None:
 
 
 class ClickHouseStore:
-    """``VectorStore`` over one clickhouse-connect client (embedded chDB or HTTP), two SQL dialects."""
+    """``VectorStore`` over one clickhouse-connect client (embedded chDB or HTTP); the dialect owns the SQL."""
 
     def __init__(
         self,
         client: Client,
         target: DbTarget,
-        dialect: SqlDialect,
-        table: str,
+        dialect: Dialect,
+        table: str | TableLayout,
         dim: int = 0,
         hnsw: HnswParams | None = None,
         hot_copy: bool | None = None,
     ) -> None:
         self._client = client
         self._target = target
-        self.dialect: SqlDialect = dialect
-        self.table = table
+        self.dialect = dialect
+        self.layout = table if isinstance(table, TableLayout) else TableLayout(table, target.database)
         self.dim = dim
         self.hnsw = hnsw or HnswParams()
         # chDB runs one query at a time per engine anyway (see bench/results/knn.md), and its client
@@ -331,12 +248,17 @@ class ClickHouseStore:
         self.brute_metric: Literal["dot", "cosine"] = "dot"  # the scan used without an index
         # Embedded only: knn scans an in-memory copy (a temporary Memory table) of the searchable columns. Reading
         # Array(Float32) back from MergeTree costs ~4x the distance computation itself (measured in
-        # bench/results/knn.md); a server keeps its own caches, and a Memory table there would be empty
-        # after a server restart, so HTTP stores always scan the MergeTree table.
+        # bench/results/knn.md). A server keeps its own caches, and its temporary tables live only inside
+        # an HTTP session (one query at a time), so HTTP stores always scan the table itself.
         self.hot_copy = target.backend == "chdb" if hot_copy is None else hot_copy
         self._hot_ready = False
 
     # -- plumbing ----------------------------------------------------------------------------------
+
+    @property
+    def table(self) -> str:
+        """The table every read and write goes through (the ``Distributed`` one on a cluster)."""
+        return self.layout.table
 
     @property
     def backend(self) -> str:
@@ -361,16 +283,24 @@ class ClickHouseStore:
         try:
             return fn()
         except OperationalError as e:
+            log.debug("database unreachable: %s", self._scrub(str(e)))
             raise StoreUnavailable(self.url, self._scrub(_first_line(e))) from None
         except Error as e:
-            if self._target.backend == "chdb" and "closed" in str(e).lower():
+            full = self._scrub(str(e))
+            log.debug("database error: %s", full)
+            if self._target.backend == "chdb" and "closed" in full.lower():
                 raise StoreUnavailable(self.url, "the store is closed") from None
-            raise _StoreQueryError(self._scrub(str(e)), getattr(e, "code", None)) from None
+            # One line for people: no stack trace, no echo of the query (it can hold the query vector).
+            raise _StoreQueryError(short_reason(_server_message(full), 300), _error_code(e, full)) from None
 
     def _query(
         self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any
     ) -> Sequence[Sequence[Any]]:
         return self._call(functools.partial(self._rows, sql, parameters, **kw))
+
+    def _q(self, sql: str, parameters: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """The query function the dialect runs its own status queries through."""
+        return self._query(sql, parameters)
 
     def _rows(self, sql: str, parameters: dict[str, Any] | None = None, **kw: Any) -> Sequence[Sequence[Any]]:
         """One query's rows, without the lock (the caller holds it where it is needed)."""
@@ -392,7 +322,7 @@ class ClickHouseStore:
     def _table_ddl(self) -> str | None:
         rows = self._query(
             "SELECT create_table_query FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
-            {"t": self.table},
+            {"t": self.layout.data_table},
         )
         return rows[0][0] if rows else None
 
@@ -418,7 +348,14 @@ class ClickHouseStore:
             raise StoreError(
                 f"cannot create table {self.table!r}: the vector size is unknown (open the store with a dim)"
             )
-        self._command(create_table_sql(self.dialect, self.table, self.dim))
+        for sql in self.dialect.create_table_sql(self.layout, self.dim):
+            self._command(sql)
+
+    def upgrade_schema(self) -> None:
+        """Bring a table made by an older vdx up to date (e.g. MyScale's brute-force metric setting)."""
+        ddl = self._table_ddl()
+        for sql in self.dialect.upgrade_table_sql(self.layout, ddl) if ddl else []:
+            self._command(sql)
 
     def insert(self, batch: ImageBatch) -> int:
         """Insert rows in columnar form (Arrow); returns the number inserted."""
@@ -449,8 +386,9 @@ class ClickHouseStore:
             }
         )
         self.ensure_schema()
+        settings = self.layout.insert_settings
         with self._lock:
-            self._call_unlocked(lambda: self._client.insert_arrow(self.table, arrow))
+            self._call_unlocked(lambda: self._client.insert_arrow(self.table, arrow, settings=settings))
             if self._hot_ready:
                 self._call_unlocked(lambda: self._client.insert_arrow(self._hot, arrow))
         return n
@@ -483,10 +421,49 @@ class ClickHouseStore:
         )
         self._hot_ready = True
 
-    def optimize(self) -> None:
-        """Merge the table's parts (after a bulk insert a scan over one part is fastest)."""
+    def optimize(self, progress: Callable[[float], None] | None = None) -> None:
+        """Merge the table's parts (after a bulk insert a scan over one part is fastest).
+
+        Over HTTP the merge can outlast the client's receive timeout: the statement runs in a worker
+        thread under a known query id while ``system.merges`` is polled for ``progress`` (0..1); a
+        timed-out request is followed until the server has finished the query.
+        """
+        sql = f"OPTIMIZE TABLE {self.layout.data_table}{self.layout.on_cluster} FINAL"
         with contextlib.suppress(_MissingTable), self._missing_table_is_empty():
-            self._command(f"OPTIMIZE TABLE {self.table} FINAL")
+            if self.backend == "chdb":
+                self._command(sql)
+                return
+            self._run_polled(sql, progress)
+
+    def _run_polled(self, sql: str, progress: Callable[[float], None] | None) -> None:
+        query_id = f"vdx-{uuid.uuid4()}"
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._command(sql, settings={"query_id": query_id})
+            except BaseException as e:  # handed to the polling thread
+                failure.append(e)
+
+        worker = threading.Thread(target=work, name="vdx-optimize", daemon=True)
+        worker.start()
+        merges = (
+            f"SELECT min(progress) FROM {self.layout.system('merges')} "
+            "WHERE database = currentDatabase() AND table = {t:String}"
+        )
+        running = f"SELECT count() FROM {self.layout.system('processes')} WHERE query_id = {{q:String}}"
+        while worker.is_alive():
+            worker.join(POLL_S)
+            if progress is not None and worker.is_alive():
+                rows = self._query(merges, {"t": self.layout.data_table})
+                progress(float(rows[0][0] or 0.0) if rows else 0.0)
+        if failure and not isinstance(failure[0], StoreUnavailable):
+            raise failure[0]
+        if failure:  # the request gave up (receive timeout), the server may still be merging
+            while int(self._query(running, {"q": query_id})[0][0]):
+                time.sleep(POLL_S)
+        if progress is not None:
+            progress(1.0)
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -501,34 +478,44 @@ class ClickHouseStore:
             raise StoreError("the query vector is zero or not finite")
         v = v / norm
         ex = list(dict.fromkeys(str(i) for i in exclude_ids))
+        params: dict[str, Any] = {"v": v.tolist(), "k": int(k)}
+        external: ExternalData | None = None
+        # A server reads each URL parameter into at most 128 KiB: a longer exclusion list goes as an
+        # external table in the request body (embedded chDB takes parameters of any size).
+        if self.backend == "http" and _param_bytes(ex) > ID_PARAM_BYTES:
+            excluded = EXCLUDED_TABLE
+            external = ExternalData(
+                file_name=EXCLUDED_TABLE, data=_row_binary(ex), fmt="RowBinary", structure="id String"
+            )
+        else:
+            excluded = EXCLUDED_PARAM
+            params["ex"] = ex
         # Embedded, the in-memory scan beat the HNSW index at every size measured (bench/results/knn.md):
         # hard-negative rounds exclude the nearest ids, so the index must return k + |excluded| rows.
         # The index serves tables too big for the copy, and servers.
-        indexed = self.dialect == "clickhouse" and not self.hot_copy and self._is_indexed()
-        params: dict[str, Any] = {"v": v.tolist(), "ex": ex, "k": int(k)}
-        if self.dialect == "clickhouse":
-            params["m"] = int(k) + len(ex)
-        settings: dict[str, Any] = {}
-        if indexed:
-            # Excluded ids are mostly the query's nearest, so the k wanted rows sit at the far end of
-            # the index's answer, where HNSW recall is lowest: fetch twice as many as strictly needed.
-            m = 2 * (int(k) + len(ex))
-            params["m"] = m
-            settings = {
-                "hnsw_candidate_list_size_for_search": max(self.hnsw.ef_search, m),
-                "max_limit_for_vector_search_queries": max(1000, m),
-                # Re-rank the index's candidates by their exact Float32 distance (the index holds bf16):
-                # the k rows wanted lie where bf16 rounding reorders them most.
-                "vector_search_with_rescoring": 1,
-            }
+        indexed = not self.hot_copy and self._is_indexed()
         try:
             with self._missing_table_is_empty(), self._lock:
-                hot = self.hot_copy and not indexed and self.dialect == "clickhouse"
+                hot = self.hot_copy and not indexed
                 if hot:
                     self._ensure_hot()
                     hot = self._hot_ready
-                sql = knn_sql(self.dialect, self._hot if hot else self.table, indexed, self.brute_metric)
-                rows = self._call_unlocked(functools.partial(self._rows, sql, params, settings=settings))
+                query = self.dialect.knn(
+                    self._hot if hot else self.table,
+                    excluded,
+                    len(ex),
+                    k,
+                    layout=self.layout,
+                    indexed=indexed,
+                    metric=self.brute_metric,
+                    hnsw=self.hnsw,
+                )
+                kw: dict[str, Any] = {"settings": query.settings}
+                if external is not None:
+                    kw["external_data"] = external
+                rows = self._call_unlocked(
+                    functools.partial(self._rows, query.sql, params | query.params, **kw)
+                )
         except _MissingTable:
             return []
         return [Hit(id=r[0], url=r[1], distance=float(r[4]), caption=r[2], source=r[3]) for r in rows]
@@ -597,17 +584,19 @@ class ClickHouseStore:
         doomed = sorted(self.ids_present(ids))
         if not doomed:
             return 0
+        sql = self.layout.delete_sql()
         with self._lock:
-            sql = delete_sql(self.dialect, self.table)
             for chunk in _chunks(doomed):
                 self._call_unlocked(functools.partial(self._client.command, sql, parameters={"ids": chunk}))
-            if self._hot_ready:
-                # The in-memory copy is rebuilt on the next search: deletes are rare, a rebuild is one scan.
-                self._call_unlocked(
-                    lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}")
-                )
-                self._hot_ready = False
+            self._drop_hot()
         return len(doomed)
+
+    def _drop_hot(self) -> None:
+        """Forget the in-memory copy (the caller holds the lock); the next search rebuilds it: rows are
+        removed rarely, and a rebuild is one scan."""
+        if self._hot_ready:
+            self._call_unlocked(lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}"))
+            self._hot_ready = False
 
     def urls_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
         """``(id, url)`` of every row whose url starts with ``prefix``."""
@@ -631,8 +620,9 @@ class ClickHouseStore:
 
     def sibling(self, suffix: str) -> ClickHouseStore:
         """A store on the table ``<table><suffix>`` over the same connection (for a re-embed)."""
+        layout = TableLayout(f"{self.table}{suffix}", self.layout.database, self.layout.cluster)
         other = ClickHouseStore(
-            self._client, self._target, self.dialect, f"{self.table}{suffix}", 0, self.hnsw, hot_copy=False
+            self._client, self._target, self.dialect, layout, 0, self.hnsw, hot_copy=False
         )
         other._lock = self._lock
         other.dim = other._read_dim() or 0
@@ -641,21 +631,19 @@ class ClickHouseStore:
     def replace_with(self, other: VectorStore) -> None:
         """Make ``other``'s rows this table's rows (an atomic rename); ``other``'s table is gone after."""
         assert isinstance(other, ClickHouseStore)
+        if self.layout.cluster:
+            raise StoreError("re-embedding a collection on a cluster (VDX_DB_CLUSTER) is not supported yet")
         with self._lock:
-            for sql in swap_tables_sql(self.table, other.table):
+            for sql in self.layout.swap_sql(other.layout):
                 self._call_unlocked(functools.partial(self._client.command, sql))
-            if self._hot_ready:
-                self._call_unlocked(
-                    lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}")
-                )
-                self._hot_ready = False
+            self._drop_hot()
         self.dim = other.dim
         self._indexed = None
 
     def drop(self) -> None:
         """Drop this table and its model record."""
-        for table in (self.table, model_table(self.table)):
-            self._command(f"DROP TABLE IF EXISTS {table}")
+        for sql in [*self.layout.drop_sql(), *self.layout.model.drop_sql()]:
+            self._command(sql)
 
     # -- the collection's model --------------------------------------------------------------------
 
@@ -663,7 +651,7 @@ class ClickHouseStore:
         """The model recorded with the vectors, or None for a collection that has no record yet."""
         try:
             with self._missing_table_is_empty():
-                rows = self._query(read_model_sql(self.table))
+                rows = self._query(self.layout.read_model_sql())
         except _MissingTable:
             return None
         if not rows:
@@ -673,57 +661,72 @@ class ClickHouseStore:
 
     def record_model(self, identity: ModelIdentity) -> None:
         """Record ``identity`` as the model of the collection (a new latest row)."""
-        self._command(create_model_table_sql(self.table))
+        for sql in self.layout.create_model_sql():
+            self._command(sql)
         self._command(
-            f"INSERT INTO {model_table(self.table)} (name, dim, fingerprint) "
-            "VALUES ({n:String}, {d:UInt32}, {f:String})",
+            self.layout.insert_model_sql(),
             {"n": identity.name, "d": int(identity.dim), "f": identity.fingerprint},
+            settings=self.layout.insert_settings,
         )
 
     # -- vector index ------------------------------------------------------------------------------
 
-    def index_create(self) -> IndexStatus:
-        """Build the vector index for the dialect (HNSW or MSTG); blocks until it is built.
+    def index_create(
+        self, wait: bool = True, progress: Callable[[IndexStatus], None] | None = None
+    ) -> IndexStatus:
+        """Add the dialect's vector index (HNSW or MSTG) and, with ``wait``, poll until every part has it.
 
+        The build runs on the server in the background either way, so neither the HTTP receive timeout
+        nor an interrupted ``vdx index create`` stops it; ``progress`` sees each new status while waiting.
         An embedded store keeps answering from its in-memory copy while the table fits in it: that scan
         is exact and was faster than the index at every size measured (bench/results/knn.md).
         """
         if self._table_ddl() is None:
             raise StoreError(f"table {self.table!r} does not exist yet: ingest some images first")
-        if self.dialect == "myscale" and self.index_status().exists:
-            return self.index_status()
-        for sql in index_create_sql(self.dialect, self.table, self.dim, self.hnsw):
-            self._command(sql)
-        self._indexed = None
-        return self.index_status()
+        status = self.index_status()
+        if not status.exists:
+            for sql in self.dialect.index_create_sql(self.layout, self.dim, self.hnsw):
+                self._command(sql)
+            self._indexed = None
+            status = self.index_status()
+        return self.index_wait(progress) if wait else status
+
+    def index_wait(self, progress: Callable[[IndexStatus], None] | None = None) -> IndexStatus:
+        """Poll the index status until it is built; a failed build raises :class:`IndexBuildFailed`."""
+        last: IndexStatus | None = None
+        while True:
+            status = self.index_status()
+            if progress is not None and status != last:
+                progress(status)
+            last = status
+            if not status.exists:
+                raise StoreError(f"the vector index on {self.table!r} was dropped while it was being built")
+            if status.state == "Error":
+                raise IndexBuildFailed(self.table, status.error or "the server gave no reason")
+            if status.state == "Built":
+                return status
+            time.sleep(POLL_S)
 
     def index_status(self) -> IndexStatus:
-        """Whether a vector index exists, and its state."""
-        rows = self._query(index_status_sql(self.dialect), {"t": self.table, "i": INDEX_NAME})
-        self._indexed, self._indexed_at = bool(rows), time.monotonic()
-        if not rows:
-            return IndexStatus(exists=False)
-        kind, detail = str(rows[0][0]), str(rows[0][1])
-        if self.dialect == "clickhouse":
-            kind = "hnsw" if kind == "vector_similarity" else kind
-            pending = self._query(
-                "SELECT count() FROM system.mutations WHERE database = currentDatabase() "
-                "AND table = {t:String} AND NOT is_done",
-                {"t": self.table},
-            )
-            detail = f"{'InProgress' if pending[0][0] else 'Built'}: {detail}"
-        return IndexStatus(exists=True, kind=kind, detail=detail)
+        """Whether a vector index exists, how many parts have it, and the last build failure."""
+        status = self.dialect.index_status(self._q, self.layout)
+        self._indexed, self._indexed_at = status.exists, time.monotonic()
+        return status
 
     def index_drop(self) -> IndexStatus:
         """Drop the vector index if there is one."""
         if self.index_status().exists:
-            self._command(index_drop_sql(self.dialect, self.table))
+            self._command(self.dialect.index_drop_sql(self.layout))
         return self.index_status()
 
     def _is_indexed(self) -> bool:
         # Another process (vdx index create against a server) may add the index; look again now and then.
         if self._indexed is None or time.monotonic() - self._indexed_at > 60:
-            self.index_status()
+            try:
+                with self._missing_table_is_empty():
+                    self.index_status()
+            except _MissingTable:
+                return False
         return bool(self._indexed)
 
     # -- misc --------------------------------------------------------------------------------------
@@ -733,7 +736,7 @@ class ClickHouseStore:
         return StoreInfo(
             backend=self.backend,
             url=self.url,
-            dialect=self.dialect,
+            dialect=self.dialect.name,
             table=self.table,
             rows=self.count(),
             dim=self.dim,
@@ -766,9 +769,63 @@ class _MissingTable(Exception):
     """Internal signal: the image table does not exist yet."""
 
 
-def _chunks(items: list[str], size: int = ID_CHUNK) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+def _bound_bytes(value: str) -> int:
+    """Bytes of one id inside an ``Array(String)`` parameter as the server reads it, with its comma."""
+    return len(format_bind_value(value, top_level=False).encode()) + 1
+
+
+def _param_bytes(ids: Sequence[str]) -> int:
+    return 2 + sum(_bound_bytes(i) for i in ids) - (1 if ids else 0)
+
+
+def _chunks(items: list[str], budget: int | None = None) -> Iterator[list[str]]:
+    """Consecutive runs of ``items`` whose ``Array(String)`` parameter stays within ``budget`` bytes."""
+    limit = ID_PARAM_BYTES if budget is None else budget
+    chunk: list[str] = []
+    size = 2
+    for item in items:
+        cost = _bound_bytes(item)
+        if chunk and size + cost > limit:
+            yield chunk
+            chunk, size = [], 2
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
+
+
+def _row_binary(ids: Sequence[str]) -> bytes:
+    """``ids`` as one ``String`` column in ClickHouse's RowBinary format (LEB128 length, then the bytes)."""
+    out = bytearray()
+    for text in ids:
+        raw = text.encode()
+        n = len(raw)
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            out += struct.pack("B", byte | (0x80 if n else 0))
+            if not n:
+                break
+        out += raw
+    return bytes(out)
+
+
+_CODE_RE = re.compile(r"Code:\s*(\d+)")
+_SERVER_MSG_RE = re.compile(r"(Code:\s*\d+\.\s*DB::Exception:.*)", re.DOTALL)
+
+
+def _error_code(e: Error, text: str) -> int | None:
+    code = getattr(e, "code", None)
+    if isinstance(code, int):
+        return code
+    m = _CODE_RE.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _server_message(text: str) -> str:
+    """The server's own ``Code: N. DB::Exception: …`` part of a driver error, when there is one."""
+    m = _SERVER_MSG_RE.search(text)
+    return m.group(1) if m else text
 
 
 def _first_line(e: BaseException) -> str:
@@ -826,12 +883,12 @@ def _connect(target: DbTarget) -> Client:
         raise StoreUnavailable(target.safe_url, msg.splitlines()[0] if msg else "connection failed") from None
 
 
-def _probe_dialect(client: Client) -> SqlDialect:
+def _probe_dialect(client: Client) -> Dialect:
     """MyScale has ``system.vector_indices``; upstream ClickHouse and chDB do not."""
     rows = client.query(
         "SELECT count() FROM system.tables WHERE database = 'system' AND name = 'vector_indices'"
     ).result_rows
-    return "myscale" if rows and rows[0][0] else "clickhouse"
+    return MyScaleDialect() if rows and rows[0][0] else ClickHouseDialect()
 
 
 def open_store(settings: Settings, dim: int | None = None, hnsw: HnswParams | None = None) -> ClickHouseStore:
@@ -841,17 +898,34 @@ def open_store(settings: Settings, dim: int | None = None, hnsw: HnswParams | No
     :class:`DimensionMismatch`.
     """
     target = parse_db_url(settings.effective_db_url)
+    if target.backend == "chdb" and settings.db_dialect == "myscale":
+        raise StoreError(
+            "VDX_DB_DIALECT=myscale needs a MyScale server (VDX_DB_URL=http(s)://...); "
+            "the embedded database speaks ClickHouse: unset VDX_DB_DIALECT or set it to clickhouse"
+        )
+    if target.backend == "chdb" and settings.db_cluster:
+        raise StoreError(
+            "VDX_DB_CLUSTER needs ClickHouse servers (VDX_DB_URL=http(s)://...); the embedded database is one node"
+        )
     client = _connect(target)
     try:
-        store = ClickHouseStore(client, target, "clickhouse", settings.table, 0, hnsw)
+        layout = TableLayout(settings.table, target.database, settings.db_cluster)
+        store = ClickHouseStore(client, target, ClickHouseDialect(), layout, 0, hnsw)
         if settings.db_dialect == "auto":
-            store.dialect = store._call(lambda: _probe_dialect(client))
+            store.dialect = (
+                ClickHouseDialect()
+                if target.backend == "chdb"
+                else store._call(lambda: _probe_dialect(client))
+            )
         else:
-            store.dialect = settings.db_dialect
+            store.dialect = dialect_for(settings.db_dialect)
+        store.dialect.probe(store._q)
         existing = store._read_dim()
         if existing is not None and dim is not None and existing != dim:
             raise DimensionMismatch(existing, dim, f"table {settings.table!r} at {target.safe_url}")
         store.dim = existing or dim or 0
+        if existing is not None:
+            store.upgrade_schema()
     except BaseException:
         client.close()
         raise

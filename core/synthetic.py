@@ -26,7 +26,7 @@ inner loops in benchmarks and tests of pure ranking logic; the product uses the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -272,7 +272,9 @@ class NumpyStore:
         """Number of rows."""
         return len(self._ids)
 
-    def index_create(self) -> IndexStatus:
+    def index_create(
+        self, wait: bool = True, progress: Callable[[IndexStatus], None] | None = None
+    ) -> IndexStatus:
         """Exact search needs no index."""
         return IndexStatus(exists=False, detail="exact in-memory search")
 

@@ -255,9 +255,11 @@ def test_a_call_after_close_is_a_store_error(cfg: Settings) -> None:
 # -- HTTP, through the loopback server ------------------------------------------------------------------
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ChHttpServer]:
-    with ChHttpServer(tmp_path / "server", password="s3cr3t-pw") as srv:
+@pytest.fixture(params=["clickhouse", "myscale"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ChHttpServer]:
+    """The strict loopback server, as ClickHouse and as MyScale (see tests/chhttp.py)."""
+    with ChHttpServer(tmp_path / "server", password="s3cr3t-pw", myscale=request.param == "myscale") as srv:
+        srv.dialect = request.param  # type: ignore[attr-defined]
         yield srv
 
 
@@ -266,7 +268,7 @@ def test_http_store_works_like_the_embedded_one(server: ChHttpServer, tmp_path: 
     X = unit(np.random.default_rng(7), 200)
     ids = [f"h{i}" for i in range(200)]
     with open_store(cfg, dim=DIM) as s:
-        assert (s.backend, s.dialect) == ("http", "clickhouse")
+        assert (s.backend, s.dialect.name) == ("http", server.dialect)  # type: ignore[attr-defined]
         s.insert(batch(ids[:150], X[:150]))
         s.insert(batch(ids[150:] + NASTY, np.vstack([X[150:], unit(np.random.default_rng(8), len(NASTY))])))
         assert s.count() == 200 + len(NASTY)
@@ -309,9 +311,9 @@ def test_http_open_fails_clearly_when_the_server_is_down_or_refuses(
 
 def test_explicit_dialect_is_kept(cfg: Settings) -> None:
     with open_store(cfg.with_(db_dialect="clickhouse"), dim=DIM) as s:
-        assert s.dialect == "clickhouse"
+        assert s.dialect.name == "clickhouse"
     with open_store(cfg, dim=DIM) as s:  # auto: chDB has no system.vector_indices
-        assert s.dialect == "clickhouse"
+        assert s.dialect.name == "clickhouse"
 
 
 # -- a live MyScale server, only when one is named -------------------------------------------------------
@@ -325,7 +327,7 @@ def test_live_myscale(tmp_path: Path) -> None:
     ids = [f"m{i}" for i in range(300)]
     with open_store(cfg, dim=DIM) as s:
         try:
-            assert s.dialect == "myscale"
+            assert s.dialect.name == "myscale"
             s.insert(batch(ids, X))
             q = X[0]
             assert [h.id for h in s.knn(q, 5, [ids[0]])] == [ids[i] for i in exact(X, q, 5, {0})]
