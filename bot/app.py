@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import logging
+import signal
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
@@ -26,6 +29,7 @@ from bot import texts
 from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
 from bot.ratelimit import FloodLimiter
+from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
 from core.config import Settings
 from core.errors import ConfigError
 from core.events import CollectionEvents
@@ -50,6 +54,7 @@ COMMANDS = [
 ]
 UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]  # all the bot handles: Telegram sends nothing else
 RATE_LIMIT_RETRIES = 3  # RetryAfter answers retried (after the wait Telegram asks for) before giving up
+POLL_TIMEOUT_S = 10  # getUpdates long-poll length in production (PTB's run_polling default)
 
 
 class _RedactToken:
@@ -190,16 +195,38 @@ async def _initialize(app: Application) -> None:
         raise ConfigError(texts.REJECTED_TOKEN) from None
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where the webhook server listens and the public URL Telegram posts to."""
+
+    url: str
+    listen: str = "127.0.0.1"
+    port: int = 8443
+    secret_token: str | None = None
+
+
 @asynccontextmanager
-async def running(app: Application) -> AsyncIterator[Application]:
-    """Run ``app`` (polling) inside an ``async with``: for tests and benchmarks."""
+async def running(
+    app: Application, *, webhook: Webhook | None = None, poll_timeout: int = 1
+) -> AsyncIterator[Application]:
+    """Run ``app`` inside an ``async with``: long polling (``poll_timeout`` s per request), or ``webhook``."""
     await _initialize(app)
     try:
         if app.post_init:
             await app.post_init(app)  # initialize()/start() skip post_init: open what it opens
-        await app.start()
         assert app.updater is not None
-        await app.updater.start_polling(poll_interval=0.0, timeout=1, allowed_updates=UPDATES)
+        if webhook is None:
+            await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout, allowed_updates=UPDATES)
+        else:
+            await app.updater.start_webhook(
+                listen=webhook.listen,
+                port=webhook.port,
+                url_path=urlsplit(webhook.url).path.lstrip("/"),
+                webhook_url=webhook.url,
+                secret_token=webhook.secret_token,
+                allowed_updates=UPDATES,
+            )
+        await app.start()
         try:
             yield app
         finally:
@@ -220,41 +247,82 @@ def run_bot(
     webhook_url: str | None = None,
     listen: str = "0.0.0.0",
     port: int = 8443,
+    on_ready: Callable[[str], None] | None = None,
+    check: bool = False,
 ) -> None:
-    """``vdx bot``: build the store and encoder from ``settings`` and serve until interrupted."""
-    if not settings.telegram_token:
+    """``vdx bot``: check the Bot API, build the store and encoder, serve until SIGINT or SIGTERM.
+
+    ``on_ready`` receives the one line that says the bot serves updates (who, what, where).
+    ``check``: only check the token and load the model, then return (``vdx bot --check``).
+    """
+    token = settings.telegram_token
+    if not token:
         raise ConfigError(texts.MISSING_TOKEN)
+    redact_token_in_logs(token)  # before the first request: httpx logs URLs, which hold the token
+    url = api_url or settings.telegram_api_url or TELEGRAM_API_URL
+    webhook = None
+    if webhook_url:
+        # Telegram echoes this header, so forged webhook calls are refused
+        secret = hashlib.sha256(token.encode()).hexdigest()[:64]
+        webhook = Webhook(webhook_url, listen=listen, port=port, secret_token=secret)
+    asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+
+
+async def _check(settings: Settings, api_url: str, on_ready: Callable[[str], None] | None) -> None:
+    from core.encoder import ClipEncoder
+
+    me = await check_bot_api(api_url, settings.telegram_token)
+    encoder = ClipEncoder.from_settings(settings)
+    try:
+        await encoder.aembed_texts(["warm up"])
+    finally:
+        encoder.close()
+    if on_ready is not None:
+        on_ready(f"vdx bot @{me.username}: the token works and the model {encoder.model_name} loads")
+
+
+async def _serve(
+    settings: Settings, api_url: str, webhook: Webhook | None, on_ready: Callable[[str], None] | None
+) -> None:
     from core.encoder import ClipEncoder
     from core.ingest import check_model
     from core.store import open_store
 
+    # Telegram first: a wrong token or URL is told in seconds, before the model loads.
+    me = await check_bot_api(api_url, settings.telegram_token)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     encoder = ClipEncoder.from_settings(settings)
     store = open_store(settings, dim=encoder.dim)
     server = None
     try:
         check_model(store, encoder)  # a different model would answer every concept with noise
         store.ensure_schema()  # an empty database answers "no images yet" instead of failing
-        encoder.embed_texts(["warm up"])  # load the model now, not on the first person's concept
+        await encoder.aembed_texts(["warm up"])  # load the model now, not on the first person's concept
+        if stop.is_set():  # interrupted while the model loaded
+            return
         events = CollectionEvents()
         app = build_application(settings, store=store, encoder=encoder, api_url=api_url, events=events)
         if store.backend == "chdb":
             server = serve_commands(settings, store, encoder, events)
-        try:
-            if webhook_url:
-                app.run_webhook(
-                    listen=listen,
-                    port=port,
-                    url_path=urlsplit(webhook_url).path.lstrip("/"),
-                    webhook_url=webhook_url,
-                    # Telegram echoes this header, so forged webhook calls are refused
-                    secret_token=hashlib.sha256(settings.telegram_token.encode()).hexdigest()[:64],
-                    allowed_updates=UPDATES,
+        async with running(app, webhook=webhook, poll_timeout=POLL_TIMEOUT_S):
+            if on_ready is not None:
+                mode = (
+                    f"webhook {webhook.url} (listening on {webhook.listen}:{webhook.port})"
+                    if webhook
+                    else "long polling"
                 )
-            else:
-                app.run_polling(allowed_updates=UPDATES)
-        except InvalidToken:
-            raise ConfigError(texts.REJECTED_TOKEN) from None
+                on_ready(
+                    ready_line(
+                        me, images=store.count(), model=encoder.model_name, database=store.url, mode=mode
+                    )
+                )
+            await stop.wait()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
         if server is not None:
             server.close()
         store.close()

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1", help="address the webhook server binds (default 127.0.0.1)"
     )
     bot.add_argument("--port", type=_positive, default=8443, help="port of the webhook server (default 8443)")
+    bot.add_argument(
+        "--check", action="store_true", help="only check the token and load the model, then exit (0: ready)"
+    )
     return parser
 
 
@@ -503,6 +507,8 @@ def cmd_bot(args: argparse.Namespace, rt: Runtime) -> int:
         rt.settings,
         api_url=args.api_url,
         webhook_url=args.webhook_url,
+        on_ready=lambda line: print(line, flush=True),
+        check=args.check,
         **{k: v for k, v in options.items() if v is not None},  # unset: the bot's own defaults
     )
     return 0
@@ -517,15 +523,26 @@ COMMANDS = {
 }
 
 
+ERROR_CHARS = 300
+_NUMBER_RUN = re.compile(r"(?:[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?[,\s]+){8,}[-+]?[\d.eE+-]*")
+
+
+def one_line(text: str, limit: int = ERROR_CHARS) -> str:
+    """``text`` as one line of at most about ``limit`` characters; a run of numbers (a vector) is elided."""
+    text = _NUMBER_RUN.sub("…", " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def run_command(command: str, args: argparse.Namespace, rt: Runtime) -> int:
     """Run one parsed command, turning domain errors into one line on ``rt.err`` and an exit status."""
     try:
         return COMMANDS[command](args, rt)
     except SourceUnreachable as e:
-        print(f"vdx: error: {e}", file=rt.err)
+        print(f"vdx: error: {one_line(str(e))}", file=rt.err)
         return EXIT_FAILED
     except VdxError as e:
-        print(f"vdx: error: {e}", file=rt.err)
+        log.info("%s", type(e).__name__, exc_info=True)  # the whole chain, with -v
+        print(f"vdx: error: {one_line(str(e))}", file=rt.err)
         return EXIT_ERROR
     except KeyboardInterrupt as e:
         from core.ingest import IngestInterrupted
@@ -567,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         forwarded = _forwarded(args.command, args, settings)
     except VdxError as e:
-        print(f"vdx: error: {e}", file=sys.stderr)
+        print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from core.errors import ModelLoadError
+from core.hub import hub_offline_reason, is_cached, is_hub_name
 from core.records import ModelIdentity
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ class ClipEncoder:
         self._device = "cpu"
         self._dim: int | None = None
         self._max_tokens = CLIP_MAX_TOKENS
+        self._options: dict[str, Any] | ModelLoadError | None = None  # found once, see _source_options
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClipEncoder:
@@ -139,12 +141,13 @@ class ClipEncoder:
     def dim(self) -> int:
         """Embedding size: the model config's ``projection_dim`` (reads only the config when not loaded)."""
         if self._dim is None:
+            options = self._source_options()  # before importing transformers: a bad source fails fast
             from transformers import CLIPConfig
 
-            _check_local(self.model_name)
             try:
                 with _quiet_transformers():
-                    self._dim = _projection_dim(self.model_name, CLIPConfig.from_pretrained(self.model_name))
+                    config = CLIPConfig.from_pretrained(self.model_name, **options)
+                    self._dim = _projection_dim(self.model_name, config)
             except (OSError, ValueError, KeyError) as e:
                 raise ModelLoadError(self.model_name, _reason(e)) from e
         return self._dim
@@ -164,6 +167,7 @@ class ClipEncoder:
         return self._model, self._processor
 
     def _load_locked(self) -> tuple[Any, Any]:
+        options = self._source_options()
         import torch
         from transformers import CLIPModel, CLIPProcessor
 
@@ -174,11 +178,10 @@ class ClipEncoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError(self.model_name, "VDX_DEVICE=cuda but no CUDA device is available")
-        _check_local(self.model_name)
         try:
             with _quiet_transformers():
-                model = CLIPModel.from_pretrained(self.model_name)
-                processor = CLIPProcessor.from_pretrained(self.model_name)
+                model = CLIPModel.from_pretrained(self.model_name, **options)
+                processor = CLIPProcessor.from_pretrained(self.model_name, **options)
         except Exception as e:  # any failure here means "this model cannot be used": say why
             raise ModelLoadError(self.model_name, _reason(e)) from e
         model.eval().to(device)
@@ -187,6 +190,17 @@ class ClipEncoder:
         self._max_tokens = int(getattr(model.config.text_config, "max_position_embeddings", CLIP_MAX_TOKENS))
         log.info("loaded CLIP model %s on %s (dim %d)", self.model_name, device, self._dim)
         return model, processor
+
+    def _source_options(self) -> dict[str, Any]:
+        """``from_pretrained`` options, found once: every worker thread gets the same answer or error."""
+        if self._options is None:
+            try:
+                self._options = _source_options(self.model_name)
+            except ModelLoadError as e:
+                self._options = e
+        if isinstance(self._options, ModelLoadError):
+            raise self._options
+        return self._options
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors ``(n, dim)``; text longer than 77 tokens is cut, not rejected."""
@@ -337,7 +351,33 @@ def _reason(e: BaseException) -> str:
 
 def _check_local(model: str) -> None:
     """A name that looks like a path must be an existing directory (the hub error would confuse)."""
-    if model.startswith(("/", "./", "../", "~")) or Path(model).exists():
+    if not is_hub_name(model):
         path = Path(model).expanduser()
         if not path.is_dir():
             raise ModelLoadError(model, f"no such directory: {path}")
+
+
+def _source_options(model: str) -> dict[str, Any]:
+    """``from_pretrained`` options for ``model``; fails fast when the hub is needed and unreachable.
+
+    A hub model already in the local cache is loaded from there (``local_files_only``) when the
+    hub cannot be reached, instead of retrying every file for a minute.
+    """
+    _check_local(model)
+    if not is_hub_name(model):
+        return {}
+    reason = hub_offline_reason()
+    if reason is None:
+        return {}
+    if is_cached(model):
+        log.warning(
+            "the Hugging Face hub is unreachable (%s): using the cached copy of %s; "
+            "set HF_HUB_OFFLINE=1 to skip this check",
+            reason,
+            model,
+        )
+        return {"local_files_only": True}
+    raise ModelLoadError(
+        model,
+        f"the Hugging Face hub is unreachable ({reason}) and the model is not cached",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class VdxError(Exception):
     """Base of every error meant to be shown to a person (CLI message, chat reply)."""
@@ -19,8 +21,8 @@ class ModelLoadError(VdxError):
         self.reason = reason
         super().__init__(
             f"cannot load the CLIP model {model!r} (VDX_CLIP_MODEL): {reason}. "
-            "An offline machine needs a local model directory: set VDX_CLIP_MODEL to a folder "
-            "saved with CLIPModel.save_pretrained() and CLIPProcessor.save_pretrained()."
+            "Offline, set VDX_CLIP_MODEL to a local model directory saved with save_pretrained() "
+            "(see README)"
         )
 
 
@@ -80,12 +82,8 @@ class ModelMismatch(StoreError):
         self.collection = collection
         self.configured = configured
         super().__init__(
-            f"the collection was embedded with {collection}, but the configured model is {configured}; "
-            + (
-                hint
-                or "set VDX_CLIP_MODEL (--model) back, or re-embed the whole collection with the new "
-                "model: `vdx ingest folder PATH --reembed`"
-            )
+            f"the collection was embedded with {collection}, the configured model is {configured}; "
+            + (hint or "use that model (--model), or re-embed: `vdx ingest folder PATH --reembed`")
         )
 
 
@@ -116,3 +114,22 @@ class IngestError(VdxError):
 
 class BadConcept(VdxError):
     """A concept text the encoder cannot use (empty, whitespace only)."""
+
+
+class BotApiUnreachable(VdxError):
+    """The Telegram Bot API server cannot be reached, or what answers is not one."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot reach the Telegram Bot API at {url} ({reason})")
+
+
+def innermost_reason(e: BaseException, limit: int = 200) -> str:
+    """The innermost cause of a chained error ("[Errno 111] Connection refused") as one short line."""
+    while (inner := e.__cause__ or e.__context__) is not None:
+        e = inner
+    if isinstance(e, ConnectionError) and e.errno:  # asyncio says "Connect call failed ('1.2.3.4', 9)"
+        return os.strerror(e.errno)
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text[:limit]
