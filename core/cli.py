@@ -434,7 +434,7 @@ def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
         from core.encoder import model_fingerprint
 
         fp = model_fingerprint(settings.clip_model, settings.data_dir / "model-fingerprints.json")
-        configured = f"{settings.clip_model}{f' ({fp[:23]})' if fp else ''}"
+        configured = f"{settings.clip_model}{f' ({fp[:15]})' if fp else ''}"
     collection = info.model.describe() if info.model is not None else "not recorded"
     if args.json:
         data = {

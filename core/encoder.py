@@ -307,14 +307,11 @@ def model_fingerprint(model: str, cache: Path | None = None) -> str:
             known[key] = fingerprint
             _write_json(cache, known)
         return fingerprint
-    try:
-        from transformers import CLIPConfig
+    from huggingface_hub import try_to_load_from_cache
 
-        with _quiet_transformers():
-            commit = getattr(CLIPConfig.from_pretrained(model), "_commit_hash", None)
-    except (OSError, ValueError, KeyError):
-        return ""
-    return f"rev:{commit}" if commit else ""
+    # The local hub cache keeps each revision under snapshots/<commit>/: no network needed.
+    cached = try_to_load_from_cache(model, "config.json")
+    return f"rev:{Path(cached).parent.name}" if isinstance(cached, str) else ""
 
 
 def _read_json(path: Path | None) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class ModelMismatch(StoreError):
         self.configured = configured
         super().__init__(
             f"the collection was embedded with {collection}, the configured model is {configured}; "
-            + (hint or "use that model (--model), or re-embed: `vdx ingest folder PATH --reembed`")
+            + (hint or "re-embed with `vdx ingest folder PATH --reembed`")
         )
 
 

@@ -93,6 +93,6 @@ class ModelIdentity:
         return self.name == other.name
 
     def describe(self) -> str:
-        """``name (512-d, sha256:0123abcd…)`` for messages."""
-        fp = f", {self.fingerprint[:23]}" if self.fingerprint else ""
+        """``name (512-d, sha256:0123abcd)`` for messages."""
+        fp = f", {self.fingerprint[:15]}" if self.fingerprint else ""
         return f"{self.name} ({self.dim}-d{fp})"
