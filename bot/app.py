@@ -48,7 +48,8 @@ COMMANDS = [
     BotCommand("more", "next round (🔁 Refine)"),
     BotCommand("results", "best images so far (⭐ Results)"),
     BotCommand("stats", "rounds, labels and voters"),
-    BotCommand("export", "labels as CSV, classifier as JSON"),
+    BotCommand("export", "labels as CSV, classifier as JSON (/export N: session N)"),
+    BotCommand("sessions", "this chat's sessions, by number"),
     BotCommand("reset", "end the session"),
     BotCommand("help", "how it works"),
 ]
@@ -175,6 +176,7 @@ def _register(app: Application, h: Handlers) -> None:
             CommandHandler("reset", h.reset, filters=new),
             CommandHandler("stats", h.stats, filters=new),
             CommandHandler("export", h.export, filters=new),
+            CommandHandler("sessions", h.sessions, filters=new),
             MessageHandler(new & filters.COMMAND, h.unknown),
             MessageHandler(
                 new & filters.PHOTO & (filters.ChatType.PRIVATE | filters.CaptionRegex(r"^/find")), h.photo

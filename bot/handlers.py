@@ -37,6 +37,9 @@ Context = ContextTypes.DEFAULT_TYPE
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[None]])
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 ADMINS = (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
+# getFile serves files up to 20 MB (https://core.telegram.org/bots/api#getfile); a self-hosted Bot
+# API server serves originals of any size, which are refused before they are downloaded.
+MAX_PHOTO_BYTES = 20 * 1024 * 1024
 
 
 class UnreadablePhoto(VdxError):
@@ -44,6 +47,14 @@ class UnreadablePhoto(VdxError):
 
     def __init__(self) -> None:
         super().__init__(texts.IMAGE_UNREADABLE)
+
+
+class SessionRunning(VdxError):
+    """A group member who is not an admin asked for a new concept while a session is active."""
+
+    def __init__(self, concept: str) -> None:
+        self.concept = concept
+        super().__init__(texts.only_admins_replace(concept))
 
 
 def error_text(e: VdxError) -> str:
@@ -148,16 +159,25 @@ class Handlers:
     # --- guards ---------------------------------------------------------------------------------
 
     async def guard(self, update: object, context: Context) -> None:
-        """Refuse chats outside ``VDX_ALLOWED_CHATS`` (when it is set) before any other handler runs."""
+        """Refuse chats outside ``VDX_ALLOWED_CHATS`` (when it is set) before any other handler runs.
+
+        The decision comes first and the update always stops here: the refusal is said best-effort,
+        so a refusal Telegram will not deliver (a deleted message, flood control, an expired query)
+        never lets the update through to the other handlers.
+        """
         allowed = self.settings.allowed_chats
-        if not allowed or not isinstance(update, Update) or update.effective_chat is None:
+        if not allowed or not isinstance(update, Update):
             return
-        if update.effective_chat.id in allowed:
+        chat = update.effective_chat
+        if chat is not None and chat.id in allowed:
             return
-        if update.callback_query is not None:
-            await update.callback_query.answer(texts.NOT_ALLOWED)
-        elif update.effective_message is not None:
-            await update.effective_message.reply_text(texts.NOT_ALLOWED)
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(texts.NOT_ALLOWED)
+            elif update.effective_message is not None:
+                await update.effective_message.reply_text(texts.NOT_ALLOWED)
+        except Exception as e:  # whatever became of the refusal, the update is refused
+            log.info("could not tell chat %s it is not allowed: %s", chat.id if chat else None, e)
         raise ApplicationHandlerStop()
 
     # --- commands -------------------------------------------------------------------------------
@@ -213,18 +233,18 @@ class Handlers:
 
     @replies_on_error
     async def stats(self, update: Update, context: Context) -> None:
-        """``/stats``: concept, rounds, labels, voters (and agreement in groups)."""
+        """``/stats [N]``: concept, rounds, labels, voters (and agreement in groups); N: the chat's session N."""
         chat = _chat(update)
-        if (session := await self._latest_session(update)) is None:
+        if (session := await self._chosen_session(update, context)) is None:
             return
         stats = await self.state.stats(session.id)
         await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
-        """``/export``: ``labels.csv`` (one column per voter) and ``classifier.json``."""
+        """``/export [N]``: ``labels.csv`` (a column per voter) and ``classifier.json``; N: the chat's session N."""
         chat = _chat(update)
-        if (session := await self._latest_session(update)) is None:
+        if (session := await self._chosen_session(update, context)) is None:
             return
         export = await self.state.export(session.id)
         bot = context.bot
@@ -233,10 +253,24 @@ class Handlers:
             chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
         )
 
-    async def _latest_session(self, update: Update) -> Session | None:
-        """The chat's latest session, ended or not; when there is none, the chat is told so."""
-        session = await self.state.latest_session(_chat(update).id)
-        if session is None:
+    @replies_on_error
+    async def sessions(self, update: Update, context: Context) -> None:
+        """``/sessions``: the chat's sessions by number, so an ended one can be exported."""
+        listed = await self.state.chat_sessions(_chat(update).id)
+        shown = listed[-texts.SESSIONS_SHOWN :]
+        stats = [await self.state.stats(s.id) for s in shown]
+        await _message(update).reply_text(texts.sessions(stats, len(listed) - len(shown) + 1))
+
+    async def _chosen_session(self, update: Update, context: Context) -> Session | None:
+        """Session N of the chat when the command names a number, else its latest, ended or not;
+        when there is none, the chat is told so."""
+        chat = _chat(update).id
+        number = context.args[0] if context.args else ""
+        if number.isdecimal() and number.isascii():
+            if (session := await self.state.chat_session(chat, int(number))) is None:
+                await _message(update).reply_text(texts.no_such_session(number))
+            return session
+        if (session := await self.state.latest_session(chat)) is None:
             await _message(update).reply_text(texts.NO_SESSION_YET)
         return session
 
@@ -272,6 +306,7 @@ class Handlers:
             press.vote,
             user.full_name or user.username or "",
             chat_id=query.message.chat.id,
+            query_id=query.id,
         )
         # the vote is committed: answer now, the keyboard edit follows (coalesced with others)
         await query.answer(texts.vote_answer(press.position, outcome.vote))
@@ -294,6 +329,8 @@ class Handlers:
     async def _control(
         self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.ControlPress
     ) -> None:
+        if query.message is None:  # a press on an inline message: not one of this bot's rounds
+            raise StaleRound(press.round_id)
         rnd = await self.state.active_round(press.round_id)
         chat = _chat(update)
         if rnd.chat_id != chat.id:
@@ -314,30 +351,60 @@ class Handlers:
     # --- the flow -------------------------------------------------------------------------------
 
     async def _start_text(self, update: Update, bot: Bot, concept: str) -> None:
-        chat = _chat(update).id
+        chat = _chat(update)
         if not concept.strip():
             raise BadConcept(texts.EMPTY_CONCEPT)
-        async with self._chat_locks[chat]:
-            with self.edits.new_round(chat) as new:
+        async with self._chat_locks[chat.id]:
+            previous = await self._replaceable(bot, chat, update)
+            with self.edits.new_round(chat.id) as new:
                 es, hits = await asyncio.to_thread(
                     _first_round, self.explorer, concept, self.settings.album_size
                 )
-                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-                new.round_id = await self._send_round(bot, session, hits)
+                new.round_id = await self._new_session(bot, chat.id, es, hits, previous)
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
     async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
-        chat = _chat(update).id
-        biggest = max(msg.photo, key=lambda p: p.width * p.height)
-        data = bytes(await (await biggest.get_file()).download_as_bytearray())
-        async with self._chat_locks[chat]:
-            with self.edits.new_round(chat) as new:
+        chat = _chat(update)
+        async with self._chat_locks[chat.id]:
+            previous = await self._replaceable(bot, chat, update)
+            data = await self._download_photo(msg)
+            with self.edits.new_round(chat.id) as new:
                 es, hits = await asyncio.to_thread(
                     _photo_round, self.explorer, data, concept, self.settings.album_size
                 )
-                session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
-                new.round_id = await self._send_round(bot, session, hits)
+                new.round_id = await self._new_session(bot, chat.id, es, hits, previous)
+
+    async def _download_photo(self, msg: Message) -> bytes:
+        """The biggest size of the message's photo; a failed download is :class:`UnreadablePhoto`."""
+        biggest = max(msg.photo, key=lambda p: p.width * p.height)
+        if (biggest.file_size or 0) > MAX_PHOTO_BYTES:
+            raise UnreadablePhoto()
+        try:
+            return bytes(await (await biggest.get_file()).download_as_bytearray())
+        except TelegramError as e:
+            log.warning("could not download a photo: %s", e)
+            raise UnreadablePhoto() from e
+
+    async def _replaceable(self, bot: Bot, chat: Chat, update: Update) -> Session | None:
+        """The active session a new concept would end (or None); in a group only admins may end one,
+        so a member's new concept is :class:`SessionRunning` while a session is active."""
+        active = await self.state.active_session(chat.id)
+        if active is not None and not await self._may_stop(bot, chat, update):
+            raise SessionRunning(active.concept)
+        return active
+
+    async def _new_session(
+        self, bot: Bot, chat: int, es: ExplorerSession, hits: Sequence[Hit], previous: Session | None
+    ) -> int | None:
+        """Start the session (ending ``previous``) and send its first round (its id is returned);
+        say how to export the old one."""
+        session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+        round_id = await self._send_round(bot, session, hits)
+        if previous is not None:
+            number = await self.state.session_number(previous.id)
+            await bot.send_message(chat, texts.replaced(previous.concept, number))
+        return round_id
 
     async def _refine(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:

@@ -19,6 +19,7 @@ from core.state import StaleRound, Tally
 REFINE, RESULTS, STOP = "🔁 Refine", "⭐ Results", "⏹ Stop"
 IMAGES_PER_ROW = 2  # two images -> four buttons per row: readable on a phone, with counts
 MAX_CALLBACK_BYTES = 64
+MAX_ROUND_ID = 2**63 - 1  # SQLite's largest integer: a forged id above it is no round of this bot
 
 Action = Literal["refine", "results", "stop"]
 _ACTION_CODES: dict[Action, str] = {"refine": "r", "results": "t", "stop": "s"}
@@ -57,9 +58,9 @@ def control_data(round_id: int, action: Action) -> str:
 def parse(data: str | None) -> VotePress | ControlPress:
     """Decode ``callback_data``; anything this bot did not make raises :class:`StaleRound`."""
     text = data or ""
-    if m := _VOTE.fullmatch(text):
+    if (m := _VOTE.fullmatch(text)) and int(m[1]) <= MAX_ROUND_ID:
         return VotePress(int(m[1]), int(m[2]), 1 if m[3] == "u" else -1)
-    if m := _CONTROL.fullmatch(text):
+    if (m := _CONTROL.fullmatch(text)) and int(m[1]) <= MAX_ROUND_ID:
         return ControlPress(int(m[1]), _CODE_ACTIONS[m[2]])
     raise StaleRound()
 

@@ -14,9 +14,11 @@ HELP = (
     "/more — next round (same as 🔁 Refine)\n"
     "/results — best images by the current classifier\n"
     "/stats — rounds, labels and voters\n"
-    "/export — labels as CSV and the classifier as JSON\n"
-    "/reset — end the session (admins only in groups)\n"
-    "/help — this message"
+    "/export [N] — labels as CSV and the classifier as JSON (of session N)\n"
+    "/sessions — this chat's sessions, by number\n"
+    "/reset — end the session\n"
+    "/help — this message\n\n"
+    "In groups only admins can end a session, or start a new concept while one is running."
 )
 
 EMPTY_CONCEPT = "The concept is empty — tell me what you are looking for, e.g. /find a house by the lake"
@@ -81,6 +83,38 @@ def vote_answer(position: int, vote: int) -> str:
 def stopped(concept: str) -> str:
     """The reply when a session ends."""
     return f"Session “{short(concept)}” stopped. Send a new concept to start again."
+
+
+def only_admins_replace(concept: str) -> str:
+    """The reply to a group member's new concept while a session is active."""
+    return (
+        f"A session on “{short(concept)}” is running in this group; only group admins can start "
+        "another one while it is active (or end it with /reset)."
+    )
+
+
+def replaced(concept: str, number: int) -> str:
+    """Said after a new concept ended the chat's previous session."""
+    return f"Session {number} “{short(concept)}” has ended; its labels are kept: /export {number}"
+
+
+SESSIONS_SHOWN = 20
+
+
+def no_such_session(number: str) -> str:
+    """``/export N`` or ``/stats N`` for a number the chat never had."""
+    return f"There is no session {short(number, 20)} in this chat; /sessions lists them."
+
+
+def sessions(stats: list[Stats], first: int) -> str:
+    """``/sessions``: one line per session (the latest ``SESSIONS_SHOWN``), numbered from ``first``."""
+    if not stats:
+        return NO_SESSION_YET
+    lines = [
+        f"{n} · “{short(s.concept, 60)}” · {s.labels} labels · {'active' if s.active else 'ended'}"
+        for n, s in enumerate(stats, first)
+    ]
+    return "\n".join([*lines, "/export N sends session N's labels and classifier."])
 
 
 def stats(s: Stats, group: bool) -> str:

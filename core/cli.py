@@ -444,7 +444,15 @@ def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
             "table": info.table,
             "rows": info.rows,
             "dim": info.dim,
-            "index": {"exists": info.index.exists, "kind": info.index.kind, "detail": info.index.detail},
+            "index": {
+                "exists": info.index.exists,
+                "kind": info.index.kind,
+                "detail": info.index.detail,
+                "state": info.index.state,
+                "parts_built": info.index.parts_built,
+                "parts_total": info.index.parts_total,
+                "error": info.index.error,
+            },
             "model": settings.clip_model,
             "collection_model": None
             if info.model is None

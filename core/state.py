@@ -115,6 +115,7 @@ class VoteOutcome:
     position: int
     image_id: str
     vote: int
+    repeated: bool = False  # the same press (callback query id) was processed before: nothing changed
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,26 @@ async def m001_initial(db: aiosqlite.Connection) -> None:
     )
 
 
+async def m002_processed_callbacks(db: aiosqlite.Connection) -> None:
+    """Button presses already processed, by callback query id: a press Telegram delivers again
+    (the bot died before confirming the update) is answered as before and changes nothing."""
+    await _script(
+        db,
+        """
+        CREATE TABLE processed_callbacks (
+            query_id TEXT PRIMARY KEY,
+            round_id INTEGER NOT NULL,
+            session_id INTEGER NOT NULL,
+            position INTEGER NOT NULL,
+            image_id TEXT NOT NULL,
+            vote INTEGER NOT NULL CHECK (vote IN (-1, 0, 1)),  -- the user's vote after the press
+            processed_at REAL NOT NULL
+        );
+        CREATE INDEX processed_callbacks_age ON processed_callbacks(processed_at);
+        """,
+    )
+
+
 async def _script(db: aiosqlite.Connection, sql: str) -> None:
     # not executescript(): it commits first, and a migration must be one transaction
     for statement in sql.split(";"):
@@ -270,7 +291,10 @@ async def _script(db: aiosqlite.Connection, sql: str) -> None:
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 # Append only: position i (1-based) is schema version i. Never edit a released migration.
-MIGRATIONS: list[Migration] = [m001_initial]
+MIGRATIONS: list[Migration] = [m001_initial, m002_processed_callbacks]
+# Telegram keeps an unconfirmed update for at most 24 hours (https://core.telegram.org/bots/api#getting-updates):
+# a processed press is remembered twice as long, then forgotten.
+PROCESSED_CALLBACKS_KEPT_S = 48 * 3600
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -411,6 +435,29 @@ class State:
         row = await self._one("SELECT * FROM sessions WHERE chat_id = ? ORDER BY id DESC LIMIT 1", (chat_id,))
         return _session(row) if row else None
 
+    async def chat_sessions(self, chat_id: int) -> list[Session]:
+        """Every session of the chat, oldest first: session ``n`` of a chat is item ``n - 1``."""
+        rows = await self._all("SELECT * FROM sessions WHERE chat_id = ? ORDER BY id", (chat_id,))
+        return [_session(r) for r in rows]
+
+    async def chat_session(self, chat_id: int, number: int) -> Session | None:
+        """The chat's ``number``-th session (1 = its first), active or ended."""
+        if not 1 <= number <= 2**62:  # beyond SQLite's integers: there is no such session
+            return None
+        row = await self._one(
+            "SELECT * FROM sessions WHERE chat_id = ? ORDER BY id LIMIT 1 OFFSET ?", (chat_id, number - 1)
+        )
+        return _session(row) if row else None
+
+    async def session_number(self, session_id: int) -> int:
+        """The session's number within its chat (1 = the chat's first session)."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM sessions WHERE chat_id = (SELECT chat_id FROM sessions WHERE id = ?) "
+            "AND id <= ?",
+            (session_id, session_id),
+        )
+        return int(row[0]) if row else 0
+
     async def end_session(self, chat_id: int) -> Session | None:
         """End the chat's active session; returns it, or None if there was none."""
         session = await self.active_session(chat_id)
@@ -538,13 +585,29 @@ class State:
         user_name: str = "",
         *,
         chat_id: int | None = None,
+        query_id: str | None = None,
     ) -> VoteOutcome:
         """Record ``user_id``'s ±1 vote on the image at ``position``: the same vote again removes it,
         the other one switches it. :class:`StaleRound` if the round's session has ended (or, given
-        ``chat_id``, belongs to another chat)."""
+        ``chat_id``, belongs to another chat).
+
+        Given the press's ``query_id``, it is recorded in the vote's transaction; the same id again
+        (Telegram delivering the press a second time) returns the first outcome, ``repeated``, and
+        changes nothing."""
         if vote not in (1, -1):
             raise ValueError(f"a vote is +1 or -1, got {vote!r}")
         async with self._tx() as db:
+            if query_id is not None:
+                seen = await self._one("SELECT * FROM processed_callbacks WHERE query_id = ?", (query_id,))
+                if seen is not None:
+                    return VoteOutcome(
+                        int(seen["round_id"]),
+                        int(seen["session_id"]),
+                        int(seen["position"]),
+                        seen["image_id"],
+                        int(seen["vote"]),
+                        repeated=True,
+                    )
             row = await self._one(
                 "SELECT r.session_id, s.chat_id, s.active, i.image_id FROM rounds r "
                 "JOIN sessions s ON s.id = r.session_id "
@@ -557,6 +620,7 @@ class State:
             old = await self._one(
                 "SELECT vote FROM votes WHERE session_id = ? AND image_id = ? AND user_id = ?", key
             )
+            now = time.time()
             if old is not None and int(old["vote"]) == vote:
                 await db.execute(
                     "DELETE FROM votes WHERE session_id = ? AND image_id = ? AND user_id = ?", key
@@ -568,9 +632,20 @@ class State:
                     "voted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (session_id, image_id, user_id) DO UPDATE SET vote = excluded.vote, "
                     "round_id = excluded.round_id, user_name = excluded.user_name, voted_at = excluded.voted_at",
-                    (*key, row["chat_id"], round_id, vote, user_name, time.time()),
+                    (*key, row["chat_id"], round_id, vote, user_name, now),
                 )
                 now_vote = vote
+            if query_id is not None:
+                await db.execute(
+                    "INSERT INTO processed_callbacks "
+                    "(query_id, round_id, session_id, position, image_id, vote, processed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (query_id, round_id, row["session_id"], position, row["image_id"], now_vote, now),
+                )
+                await db.execute(
+                    "DELETE FROM processed_callbacks WHERE processed_at < ?",
+                    (now - PROCESSED_CALLBACKS_KEPT_S,),
+                )
         return VoteOutcome(round_id, int(row["session_id"]), position, row["image_id"], now_vote)
 
     async def tallies(self, round_id: int) -> list[Tally]:

@@ -694,6 +694,7 @@ class ClickHouseStore:
     def index_wait(self, progress: Callable[[IndexStatus], None] | None = None) -> IndexStatus:
         """Poll the index status until it is built; a failed build raises :class:`IndexBuildFailed`."""
         last: IndexStatus | None = None
+        delay = 0.05  # quick first looks (a small table is built at once), then every POLL_S
         while True:
             status = self.index_status()
             if progress is not None and status != last:
@@ -705,7 +706,8 @@ class ClickHouseStore:
                 raise IndexBuildFailed(self.table, status.error or "the server gave no reason")
             if status.state == "Built":
                 return status
-            time.sleep(POLL_S)
+            time.sleep(delay)
+            delay = min(POLL_S, delay * 2)
 
     def index_status(self) -> IndexStatus:
         """Whether a vector index exists, how many parts have it, and the last build failure."""

@@ -30,6 +30,25 @@ Flood limits (on unless a test passes ``limits=None``), see :class:`FloodLimits`
   https://core.telegram.org/bots/api#responseparameters: "retry_after: In case of exceeding flood
   control, the number of seconds left to wait before the request can be repeated"). A refused
   request is not counted.
+
+Failures a test injects, per method: :meth:`FakeBotApi.fail_next` answers the next call(s) of a
+method with an error JSON (flood control's 429 with ``retry_after`` by default, or any status and
+description, e.g. ``"Bad Request: query is too old and response timeout expired or query ID is
+invalid"``, Telegram's answer to a late ``answerCallbackQuery``). Rules kept as Telegram keeps them:
+
+- A reply (``reply_parameters.message_id``) to a message that no longer exists is refused with
+  400 "message to be replied not found" unless ``allow_sending_without_reply`` is set
+  (https://core.telegram.org/bots/api#replyparameters); :meth:`FakeBotApi.user_deletes` removes a
+  message as a person deleting it would.
+- ``getUpdates`` with an ``offset`` confirms (forgets) every update below it, and only then
+  (https://core.telegram.org/bots/api#getupdates). :meth:`FakeBotApi.hold_polls` models a
+  confirmation that never reaches Telegram (the bot is killed first): polls wait, their offsets
+  are not applied, and the updates stay queued for the next bot to poll.
+- A callback query can be answered only for a short while after the press; Telegram does not
+  document how long (reports put it at 10-15 s, e.g. github.com/yagop/node-telegram-bot-api
+  issues, github.com/LonamiWebs/Telethon/issues/4073). ``callback_answer_window`` (seconds, off
+  by default) makes later answers fail with 400 "query is too old and response timeout expired or
+  query ID is invalid".
 """
 
 from __future__ import annotations
@@ -233,6 +252,9 @@ class FakeBotApi:
         self.fetched_urls: list[str] = []
         self._failures: dict[str, list[tuple[int, JSON]]] = {}
         self._pending: list[Delivered] = []
+        self._polls_held = False
+        self.callback_answer_window: float | None = None
+        self._pressed_at: dict[str, float] = {}
         self._deliveries: dict[int, Delivered] = {}
         self.last_update_id = 0  # id of the update queued last (see :meth:`delivery`)
         self._update_ids = itertools.count(1)
@@ -358,15 +380,44 @@ class FakeBotApi:
             raise LookupError(f"button {found[0]['text']!r} carries no callback_data")
         return self._callback(chat, user, msg, found[0]["callback_data"])
 
-    def forged_callback(self, chat: int, user: int, data: str, message: JSON | int | None = None) -> str:
-        """Queue a callback query with arbitrary ``data`` (as a modified client could send)."""
+    def forged_callback(
+        self, chat: int, user: int, data: str, message: JSON | int | None = None, *, inline: bool = False
+    ) -> str:
+        """Queue a callback query with arbitrary ``data`` (as a modified client could send).
+
+        ``inline=True``: a press on an inline-mode message, which carries ``inline_message_id`` and no
+        ``message`` (https://core.telegram.org/bots/api#callbackquery).
+        """
+        if inline:
+            return self._callback(chat, user, None, data)
         msg = self._message(chat, message) if message is not None else self._last_bot_message(chat)
         return self._callback(chat, user, msg, data)
 
+    def user_deletes(self, chat: int, message: JSON | int) -> None:
+        """A person deletes a message: replies quoting it are refused from now on."""
+        mid = message["message_id"] if isinstance(message, Mapping) else int(message)
+        self.messages.get(chat, {}).pop(mid, None)
+
+    def hold_polls(self, held: bool = True) -> None:
+        """While held, ``getUpdates`` never applies its offset (as if it never arrived) and returns nothing."""
+        self._polls_held = held
+        if not held:
+            asyncio.get_running_loop().create_task(self._wake_polls())
+
+    async def _wake_polls(self) -> None:
+        async with self._new_update:
+            self._new_update.notify_all()
+
     def fail_next(
-        self, method: str, status: int = 429, retry_after: int = 1, description: str | None = None
+        self,
+        method: str,
+        status: int = 429,
+        retry_after: int = 1,
+        description: str | None = None,
+        *,
+        times: int = 1,
     ) -> None:
-        """Answer the next call of ``method`` with an error (default: Telegram's flood-control 429)."""
+        """Answer the next ``times`` calls of ``method`` with an error (default: Telegram's flood-control 429)."""
         if status == 429:
             body: JSON = {
                 "ok": False,
@@ -376,7 +427,7 @@ class FakeBotApi:
             }
         else:
             body = {"ok": False, "error_code": status, "description": description or "Bad Request"}
-        self._failures.setdefault(method, []).append((status, body))
+        self._failures.setdefault(method, []).extend([(status, body)] * times)
 
     def delivery(self, update_id: int) -> Delivered:
         """When an injected update was queued and handed to the bot."""
@@ -528,6 +579,11 @@ class FakeBotApi:
         limit = int(p.get("limit") or 100)
         deadline = time.monotonic() + timeout
         async with self._new_update:
+            if self._polls_held:  # this poll "never arrives": no offset applied, nothing handed out
+                while self._polls_held and (left := deadline - time.monotonic()) > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._new_update.wait(), left)
+                return []
             if offset:  # Telegram forgets every update below the offset: they are confirmed
                 self._pending = [d for d in self._pending if d.update["update_id"] >= offset]
             while not self._pending:
@@ -668,7 +724,10 @@ class FakeBotApi:
         return _edited(msg, markup)
 
     async def _api_answercallbackquery(self, p: JSON, call: Call) -> bool:
-        if not p.get("callback_query_id"):
+        query_id = str(p.get("callback_query_id") or "")
+        pressed, window = self._pressed_at.get(query_id), self.callback_answer_window
+        expired = window is not None and pressed is not None and call.time - pressed > window
+        if not query_id or expired:
             raise ApiError(
                 400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
             )
@@ -755,6 +814,11 @@ class FakeBotApi:
         if p.get("chat_id") is None:
             raise ApiError(400, "Bad Request: chat_id is empty")
         chat = int(p["chat_id"])
+        reply = p.get("reply_parameters")
+        if isinstance(reply, dict) and not reply.get("allow_sending_without_reply"):
+            target = int(reply.get("chat_id") or chat)
+            if int(reply.get("message_id") or 0) not in self.messages.get(target, {}):
+                raise ApiError(400, "Bad Request: message to be replied not found")
         known = next(iter(self.messages.get(chat, {}).values()), None)
         chat_obj = known["chat"] if known else self.chat(chat, "private" if chat > 0 else "group")
         msg: JSON = {
@@ -790,15 +854,14 @@ class FakeBotApi:
                 return msg
         raise LookupError(f"the bot sent nothing to chat {chat}")
 
-    def _callback(self, chat: int, user: int, msg: JSON, data: str) -> str:
+    def _callback(self, chat: int, user: int, msg: JSON | None, data: str) -> str:
         query_id = f"cq{next(self._callback_ids)}"
-        query = {
-            "id": query_id,
-            "from": self.user(user),
-            "message": json.loads(json.dumps(msg)),  # a snapshot, as Telegram sends it
-            "chat_instance": f"ci{chat}",
-            "data": data,
-        }
+        query: JSON = {"id": query_id, "from": self.user(user), "chat_instance": f"ci{chat}", "data": data}
+        if msg is None:
+            query["inline_message_id"] = f"inline{query_id}"
+        else:
+            query["message"] = json.loads(json.dumps(msg))  # a snapshot, as Telegram sends it
+        self._pressed_at[query_id] = time.perf_counter()
         self._queue({"callback_query": query})
         return query_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,16 +63,30 @@ async def test_unknown_command(fake: FakeBotApi, bot: Any, dataset: Dataset) -> 
     assert "/help" in text
 
 
-async def test_forged_callback_data(fake: FakeBotApi, bot: Any, dataset: Dataset) -> None:
+async def test_forged_callback_data(
+    fake: FakeBotApi, bot: Any, dataset: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
     since = fake.mark()
     fake.user_message(CHAT, CHAT, "a quiet harbour")
     r1 = await next_round(fake, dataset, CHAT, since=since)
     # A real vote button's data pointing at an image position that is not in the round.
     parts = r1.keyboard["reply_markup"]["inline_keyboard"][0][0]["callback_data"].split(":")
     real_but_wrong = ":".join(parts[:2] + ["42"] + parts[3:])
-    for data in ("garbage", "v:999999:1:u", "c:999999:r", "x" * 64, "🦊", "", real_but_wrong):
+    above_sqlite = str(2**63)  # 19 digits, one more than SQLite's largest integer
+    forged = ("garbage", "v:999999:1:u", "c:999999:r", "x" * 64, "🦊", "", real_but_wrong)
+    forged += (f"v:{above_sqlite}:1:u", f"c:{above_sqlite}:r", f"v:{'9' * 20}:1:u", f"c:{'9' * 20}:s")
+    caplog.set_level(logging.WARNING)
+    for data in forged:
         answer = await callback_answer(fake, fake.forged_callback(CHAT, CHAT, data))
         assert "no longer active" in str(answer.params.get("text", "")).lower(), data
+    # a press on a message the bot cannot see (inline mode) is answered too
+    vote_button = r1.keyboard["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    for data in (vote_button, vote_button.replace("v:", "c:", 1)[:-4] + ":s"):
+        answer = await callback_answer(fake, fake.forged_callback(CHAT, CHAT, data, inline=True))
+        assert "no longer active" in str(answer.params.get("text", "")).lower(), data
+    assert "Traceback" not in caplog.text and not fake.find(
+        "sendMessage", lambda c: "went wrong" in c.params["text"]
+    )
     # The session is unharmed: a real button still works, and so does /more.
     since = fake.mark()
     await callback_answer(fake, fake.press(CHAT, CHAT, r1.keyboard, "👍 1"))

@@ -8,6 +8,7 @@ from tests.e2e.conftest import (
     Dataset,
     callback_answer,
     exported,
+    jpeg,
     label_value,
     next_round,
     read_csv,
@@ -96,3 +97,49 @@ async def test_group_votes_are_per_user_and_labels_are_the_sign_of_the_sum(
     query = fake.press(GROUP, BOB, r2.keyboard, "👍 5")
     answer = await callback_answer(fake, query)
     assert "no longer active" in str(answer.params.get("text", "")).lower()
+
+
+async def test_a_member_cannot_replace_the_running_session_and_ended_ones_stay_exportable(
+    fake: FakeBotApi, bot: Any, dataset: Dataset
+) -> None:
+    fake.admins[GROUP] = {ADMIN}
+    since = fake.mark()
+    fake.user_message(GROUP, ADMIN, f"/find@{BOT_USERNAME} snowy mountains", chat_type="group")
+    r1 = await next_round(fake, dataset, GROUP, since=since)
+    await callback_answer(fake, fake.press(GROUP, ALICE, r1.keyboard, "👍 1"))
+
+    # A member's new concept, by text or by a photo captioned /find, leaves the session running.
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/find@{BOT_USERNAME} a cat", chat_type="group")
+    text = await reply_text(fake, GROUP, "only group admins", since=since)
+    assert "snowy mountains" in text
+    fake.user_photo(GROUP, BOB, jpeg(5), chat_type="group", caption="/find")
+    await fake.wait_for(
+        "sendMessage", lambda c: "only group admins" in c.params["text"].lower(), count=2, since=since
+    )
+    await fake.settle()
+    assert not fake.find("sendMediaGroup", since=since)
+    answer = await callback_answer(fake, fake.press(GROUP, BOB, r1.keyboard, "👍 2"))
+    assert "recorded" in str(answer.params.get("text"))
+
+    # An admin may; the chat is told how to export the session that ended.
+    since = fake.mark()
+    fake.user_message(GROUP, ADMIN, f"/find@{BOT_USERNAME} a quiet beach", chat_type="group")
+    await next_round(fake, dataset, GROUP, since=since)
+    await reply_text(fake, GROUP, "/export 1", since=since)
+
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/sessions@{BOT_USERNAME}", chat_type="group")
+    listing = await reply_text(fake, GROUP, "snowy mountains", since=since)
+    assert "1 · “snowy mountains” · 2 labels · ended" in listing and "2 · “a quiet beach”" in listing
+
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/export@{BOT_USERNAME} 1", chat_type="group")
+    csv_bytes, model = await exported(fake, GROUP, since=since)
+    _, rows = read_csv(csv_bytes)
+    assert model["concept"] == "snowy mountains"
+    assert {r["image_id"]: label_value(r["label"]) for r in rows} == {r1.ids[0]: 1, r1.ids[1]: 1}
+
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/export@{BOT_USERNAME} 7", chat_type="group")
+    await reply_text(fake, GROUP, "no session 7", since=since)

@@ -12,10 +12,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import numpy as np
 import pytest
 
-from core.state import SCHEMA_VERSION, RoundItem, StaleRound, State
+from core.state import MIGRATIONS, SCHEMA_VERSION, RoundItem, StaleRound, State, m001_initial
 
 UP, DOWN = 1, -1
 
@@ -83,6 +84,51 @@ async def test_same_vote_again_removes_it_and_the_other_switches_it(state: State
     out = await state.toggle_vote(rnd.id, 2, user_id=7, vote=DOWN)
     assert out.vote == 0 and (await state.tallies(rnd.id))[1].down == 0
     assert await state.labels(session.id) == {}
+
+
+async def test_a_press_processed_twice_is_answered_as_before_and_changes_nothing(state: State) -> None:
+    session = await state.start_session(10, "lake house", unit())
+    rnd = await state.add_round(session.id, "round", items("a", "b"))
+    first = await state.toggle_vote(rnd.id, 1, 7, UP, query_id="q1")
+    again = await state.toggle_vote(rnd.id, 1, 7, UP, query_id="q1")  # the same press, delivered again
+    assert (first.vote, first.repeated) == (UP, False)
+    assert (again.vote, again.repeated, again.image_id) == (UP, True, "a")
+    assert await state.labels(session.id) == {"a": UP}
+    removed = await state.toggle_vote(rnd.id, 1, 7, UP, query_id="q2")  # a new press toggles it off
+    assert removed.vote == 0 and await state.labels(session.id) == {}
+    assert (await state.toggle_vote(rnd.id, 1, 7, UP, query_id="q2")).vote == 0
+    assert await state.labels(session.id) == {}
+
+
+async def test_a_refused_press_is_not_remembered(state: State) -> None:
+    session = await state.start_session(10, "lake house", unit())
+    rnd = await state.add_round(session.id, "round", items("a"))
+    with pytest.raises(StaleRound):
+        await state.toggle_vote(rnd.id, 1, 7, UP, chat_id=11, query_id="q1")  # another chat's round
+    assert (await state.toggle_vote(rnd.id, 1, 7, UP, chat_id=10, query_id="q1")).repeated is False
+
+
+async def test_m002_adds_processed_callbacks_to_a_version_1_database(db_path: Path) -> None:
+    assert MIGRATIONS[0] is m001_initial and MIGRATIONS[1].__name__ == "m002_processed_callbacks"
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:  # what vdx 0.1 left behind
+        await db.execute("BEGIN")
+        await m001_initial(db)
+        await db.execute(
+            "INSERT INTO sessions (chat_id, concept, prior, weights, started_at) VALUES (5, 'fox', x'', x'', 0)"
+        )
+        await db.execute("PRAGMA user_version = 1")
+        await db.commit()
+    s = await State.open(db_path)
+    try:
+        assert (await s.active_session(5)).concept == "fox"  # type: ignore[union-attr]
+    finally:
+        await s.close()
+    con = sqlite3.connect(db_path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 2
+    columns = {r[1] for r in con.execute("PRAGMA table_info(processed_callbacks)")}
+    con.close()
+    assert {"query_id", "round_id", "vote", "processed_at"} <= columns
 
 
 async def test_group_label_is_the_sign_of_the_vote_sum_and_a_tie_is_unlabelled(state: State) -> None:

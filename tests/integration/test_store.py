@@ -316,23 +316,43 @@ def test_explicit_dialect_is_kept(cfg: Settings) -> None:
         assert s.dialect.name == "clickhouse"
 
 
-# -- a live MyScale server, only when one is named -------------------------------------------------------
+# -- live servers, only when one is named -----------------------------------------------------------------
+
+
+def _live(url_var: str, dialect: str, tmp_path: Path) -> None:
+    """Search before the index, wait for it, the same cosine ranking after, 20,000 exclusions, drop."""
+    table = f"vdx_test_{os.getpid()}"
+    cfg = Settings(data_dir=tmp_path / "data", db_url=os.environ[url_var], table=table)
+    n = 21_000
+    X = unit(np.random.default_rng(10), n)
+    ids = [f"m{i}" for i in range(n)]
+    with open_store(cfg, dim=DIM) as s:
+        try:
+            assert s.dialect.name == dialect
+            for i in range(0, n, 7000):
+                s.insert(batch(ids[i : i + 7000], X[i : i + 7000]))
+            q = X[0]
+            want = [ids[i] for i in exact(X, q, 5, {0})]
+            before = s.knn(q, 5, [ids[0]])
+            assert [h.id for h in before] == want
+            np.testing.assert_allclose([h.distance for h in before], 1 - X[exact(X, q, 5, {0})] @ q, atol=1e-4)
+            assert s.index_create().built
+            after = s.knn(q, 5, [ids[0]])
+            assert len(after) == 5 and len({h.id for h in after} & set(want)) >= 4  # approximate search
+            skip = ids[:20_000]
+            assert s.ids_present(skip) == set(skip)
+            far = s.knn(X[20_500], 5, skip)
+            assert len(far) == 5 and not {h.id for h in far} & set(skip)
+            assert not s.index_drop().exists
+        finally:
+            s._command(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.mark.skipif(not os.environ.get("VDX_TEST_MYSCALE_URL"), reason="set VDX_TEST_MYSCALE_URL to run")
 def test_live_myscale(tmp_path: Path) -> None:
-    table = f"vdx_test_{os.getpid()}"
-    cfg = Settings(data_dir=tmp_path / "data", db_url=os.environ["VDX_TEST_MYSCALE_URL"], table=table)
-    X = unit(np.random.default_rng(10), 300)
-    ids = [f"m{i}" for i in range(300)]
-    with open_store(cfg, dim=DIM) as s:
-        try:
-            assert s.dialect.name == "myscale"
-            s.insert(batch(ids, X))
-            q = X[0]
-            assert [h.id for h in s.knn(q, 5, [ids[0]])] == [ids[i] for i in exact(X, q, 5, {0})]
-            assert s.index_create().exists
-            assert len(s.knn(q, 5, [ids[0]])) == 5
-            assert not s.index_drop().exists
-        finally:
-            s._command(f"DROP TABLE IF EXISTS {table}")
+    _live("VDX_TEST_MYSCALE_URL", "myscale", tmp_path)
+
+
+@pytest.mark.skipif(not os.environ.get("VDX_TEST_CLICKHOUSE_URL"), reason="set VDX_TEST_CLICKHOUSE_URL to run")
+def test_live_clickhouse(tmp_path: Path) -> None:
+    _live("VDX_TEST_CLICKHOUSE_URL", "clickhouse", tmp_path)

@@ -338,3 +338,23 @@ def test_a_search_error_never_holds_the_query_vector(
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("vdx: error:"), err
     assert len(lines[0]) <= 400 and not re.search(r"(-?\d\.\d+,\s*){5}", err) and "pw-8" not in err
+
+
+def test_vdx_index_create_waits_with_progress_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from core.cli import main
+
+    with serve(tmp_path, myscale=True, build_s=0.3) as srv:
+        with http_store(srv, tmp_path) as s:
+            for i in range(3):
+                s.insert(batch([f"i{i}-{j}" for j in range(10)], unit(np.random.default_rng(40 + i), 10)))
+        monkeypatch.setenv("VDX_DB_URL", srv.url)
+        assert main(["index", "create", "--no-wait"]) == 0
+        out, _ = capsys.readouterr()
+        assert out.startswith("index: MSTG InProgress ") and out.strip().endswith("/3 parts")
+        assert main(["index", "create"]) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "index: MSTG Built 3/3 parts"
+        assert "index: building, " in err and "/3 parts done" in err
+        assert main(["index", "status"]) == 0 and capsys.readouterr()[0].strip() == "index: MSTG Built 3/3 parts"

@@ -56,7 +56,10 @@ def test_callback_data_round_trips_and_fits_64_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [None, "", "v:1:2", "v:1:2:x", "v:-1:2:u", "c:1:z", "c:1:r:extra", "x" * 64, "v:1:2:u\n", "🦊"]
+    "data",
+    [None, "", "v:1:2", "v:1:2:x", "v:-1:2:u", "c:1:z", "c:1:r:extra", "x" * 64, "v:1:2:u\n", "🦊"]
+    # ids SQLite cannot hold: one above its largest integer, and 20 digits
+    + [f"v:{2**63}:1:u", f"c:{2**63}:r", f"v:{'9' * 20}:1:d", f"c:{'9' * 20}:s"],
 )
 def test_anything_else_is_a_stale_round(data: str | None) -> None:
     with pytest.raises(StaleRound, match="no longer active"):
