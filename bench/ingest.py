@@ -68,8 +68,9 @@ def _encoder_only(encoder: ClipEncoder, images: list[Image.Image], batch: int) -
 
 def run(quick: bool = False) -> str:
     """Measure side by side, print the markdown section and write it to ``bench/results/ingest.md``."""
-    n_images = 24 if quick else 192
-    rounds = 1 if quick else 4
+    # Sized for a shared 2-core machine: each full round embeds the photos twice with ViT-B/32.
+    n_images = 24 if quick else 96
+    rounds = 1 if quick else 2
     batch = 32
     workers = 2
     encoder = ClipEncoder(str(model_dir(quick)), device="cpu", batch_size=batch)
@@ -117,7 +118,10 @@ def run(quick: bool = False) -> str:
                 step()
 
     rerun = _rerun(quick)
-    answers = _answers_while_ingesting(encoder, quick)
+    # The bot and its ingest share one encoder; the tiny model keeps the concurrent run to minutes on a
+    # shared 2-core machine (the ingest is then bound by reading, decoding and thumbnailing).
+    tiny = ClipEncoder(str(model_dir(True)), device="cpu", batch_size=batch)
+    answers = _answers_while_ingesting(tiny, quick)
     enc, model, ing = (statistics.median(x) for x in (enc_rates, model_rates, ingest_rates))
     ratio_enc = statistics.median(i / e for i, e in zip(ingest_rates, enc_rates, strict=True))
     ratio_model = statistics.median(i / m for i, m in zip(ingest_rates, model_rates, strict=True))
@@ -142,7 +146,9 @@ Machine: {os.cpu_count()}-core x86-64 CPU, shared with other work, no GPU; Pytho
 | encoder only: model on ready pixel tensors | {model:.1f} | {ratio_model:.2f} |
 | **`vdx ingest folder`** (end to end, into chDB) | **{ing:.1f}** | 1.00 |
 
-Goal: ingest ≥ 0.9 × encoder-only. The model's fingerprint (SHA-256 of its weights, {
+Goal: ingest ≥ 0.9 × encoder-only: {
+        "met" if min(ratio_enc, ratio_model) >= 0.9 else "**missed** in this run"
+    } ({ratio_enc:.2f} and {ratio_model:.2f}). The model's fingerprint (SHA-256 of its weights, {
         fingerprint_s:.1f} s for this
 checkpoint) is taken once per model and data directory and then cached, outside these timings.
 Per round (encoder `embed_images` / model only / ingest, images/s): {
@@ -315,7 +321,8 @@ async def _answers(encoder: ClipEncoder, quick: bool) -> str:
     return f"""### The bot while it ingests
 
 `vdx bot` (the real python-telegram-bot stack against the loopback Bot API of the end-to-end tests, on
-an embedded chDB store holding 5,000 random vectors, with the same {encoder.dim}-d encoder as above)
+an embedded chDB store holding 5,000 random vectors, with the tiny random {encoder.dim}-d CLIP of the tests:
+with ViT-B/32 the ingest alone took minutes on this shared machine)
 answering 👍/👎 taps from {chats} chats (a tap every ~{interval:g} s each), first alone, then while
 `vdx ingest folder ../shared/photos` from another terminal runs inside it (sent over the bot's unix
 socket; {stored} images stored in {ingest_s:.0f} s, {rounds} round(s) of taps during it). Latency runs

@@ -98,3 +98,26 @@ async def test_cli_commands_run_in_the_bot_and_new_images_reach_the_next_round(
         _, err_bytes = await asyncio.wait_for(bot.communicate(), 60)
     assert "Traceback" not in err_bytes.decode()
     assert not sock.exists()  # the socket goes with the bot
+
+
+async def test_the_bot_refuses_a_collection_of_another_model_at_start_up(
+    fake: FakeBotApi, tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    from tests.tiny_clip import build_clip_dir
+
+    data = tmp_path / "data"
+    make_photos(tmp_path / "photos", 3)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "VDX_DATA_DIR": str(data),
+        "VDX_DEVICE": "cpu",
+        "VDX_TORCH_THREADS": "1",
+        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+    }
+    code, _, err = await _vdx(env, tmp_path, "ingest", "folder", "photos", "--model", str(tiny_clip_dir))
+    assert code == 0, err
+    other = build_clip_dir(tmp_path / "other", seed=3)  # the same size, other weights
+    code, out, err = await _vdx(env, tmp_path, "bot", "--api-url", fake.base_url, "--model", str(other))
+    assert code == 2 and "the collection was embedded with" in err, out + err
+    assert str(tiny_clip_dir) in err and str(other) in err and "Traceback" not in err
