@@ -13,6 +13,7 @@ import io
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -26,10 +27,11 @@ from bot import keyboards, texts
 from bot.albums import AlbumSender
 from bot.edits import KeyboardEdits
 from core.config import Settings
-from core.errors import BadConcept, EmptyDataset, StoreUnavailable, VdxError
-from core.explorer import Explorer, ExplorerSession
+from core.errors import BadConcept, EmptyDataset, OnlyNegativeTerms, StoreUnavailable, TooManyTerms, VdxError
+from core.explorer import Explorer, ExplorerSession, MatchEstimate
+from core.query import parse
 from core.records import Hit, Scored
-from core.state import NoSession, RoundItem, Session, StaleRound, State, Tally
+from core.state import NoSession, Round, RoundItem, Session, StaleRound, State, Tally
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,10 @@ def error_text(e: VdxError) -> str:
         return texts.STORE_DOWN
     if isinstance(e, EmptyDataset):
         return texts.NO_IMAGES
+    if isinstance(e, OnlyNegativeTerms):
+        return texts.ONLY_NEGATIVE_TERMS
+    if isinstance(e, TooManyTerms):
+        return texts.too_many_terms(e.limit)
     if isinstance(e, BadConcept):
         return texts.EMPTY_CONCEPT
     if isinstance(e, StaleRound):
@@ -96,26 +102,46 @@ def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSess
     return session, explorer.next_batch(session, k)
 
 
-def _photo_round(explorer: Explorer, data: bytes, concept: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
+def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             image = im.convert("RGB")
     except (OSError, UnidentifiedImageError) as e:
         raise UnreadablePhoto() from e
-    session = explorer.start_image(image, concept)
+    session = explorer.start_image(image, texts.photo_concept(text), text)
     return session, explorer.next_batch(session, k)
 
 
+def _refit(explorer: Explorer, session: Session, taught: Taught) -> ExplorerSession:
+    """The session rebuilt from its state and refitted on every vote so far (fits take milliseconds)."""
+    es = explorer.resume(
+        session.concept, session.prior, session.weights, taught.soft, taught.shown, taught.last_round
+    )
+    explorer.fit(es, taught.soft)
+    return es
+
+
 def _refit_round(
-    explorer: Explorer, session: Session, labels: dict[str, int], k: int
-) -> tuple[np.ndarray, list[Hit]]:
-    es = explorer.resume(session.concept, session.prior, session.weights, {})
-    weights = explorer.fit(es, labels)
-    return weights, explorer.next_batch(es, k)
+    explorer: Explorer, session: Session, taught: Taught, k: int
+) -> tuple[ExplorerSession, list[Hit]]:
+    es = _refit(explorer, session, taught)
+    return es, explorer.next_batch(es, k)
 
 
-def _results(explorer: Explorer, session: Session, labels: dict[str, int], k: int) -> list[Scored]:
-    return explorer.top(explorer.resume(session.concept, session.prior, session.weights, labels), k)
+def _results(
+    explorer: Explorer, session: Session, taught: Taught, k: int
+) -> tuple[ExplorerSession, list[Scored], MatchEstimate | None]:
+    es = _refit(explorer, session, taught)
+    return es, explorer.top(es, k), explorer.estimate_matches(es)
+
+
+@dataclass(frozen=True)
+class Taught:
+    """What a chat has taught in a session, as the explorer needs it."""
+
+    soft: dict[str, float]  # image id -> soft label (core.votes), contested = 0.0
+    shown: list[str]  # every image shown in a labelling round
+    last_round: list[str]  # the images of the latest labelling round
 
 
 class Handlers:
@@ -188,13 +214,13 @@ class Handlers:
 
     @replies_on_error
     async def find(self, update: Update, context: Context) -> None:
-        """``/find <concept>`` (or ``/find`` in reply to a photo) starts a session."""
+        """``/find <concept>`` (or ``/find [words]`` in reply to a photo: the photo moved by the words)."""
         msg = _message(update)
         parts = (msg.text or "").split(maxsplit=1)
         concept = parts[1] if len(parts) > 1 else ""
         replied = msg.reply_to_message
-        if not concept.strip() and replied is not None and replied.photo:
-            await self._start_photo(update, context.bot, replied, texts.PHOTO_CONCEPT)
+        if replied is not None and replied.photo:
+            await self._start_photo(update, context.bot, replied, concept)
             return
         await self._start_text(update, context.bot, concept)
 
@@ -205,17 +231,18 @@ class Handlers:
 
     @replies_on_error
     async def photo(self, update: Update, context: Context) -> None:
-        """A photo starts a session from that image (its caption, if any, names the concept)."""
+        """A photo starts a session from that image; a caption's words move it (``at night``, ``-people``)."""
         msg = _message(update)
         caption = (msg.caption or "").split(maxsplit=1)
         if caption and caption[0].startswith("/"):
             caption = caption[1:]
-        await self._start_photo(update, context.bot, msg, " ".join(caption).strip() or texts.PHOTO_CONCEPT)
+        await self._start_photo(update, context.bot, msg, " ".join(caption).strip())
 
     @replies_on_error
     async def more(self, update: Update, context: Context) -> None:
         """``/more``: refit on the chat's labels and send the next round."""
-        await self._refine(context.bot, _chat(update).id)
+        chat = _chat(update)
+        await self._refine(context.bot, chat.id, chat.type in GROUPS)
 
     @replies_on_error
     async def results(self, update: Update, context: Context) -> None:
@@ -238,7 +265,9 @@ class Handlers:
         if (session := await self._chosen_session(update, context)) is None:
             return
         stats = await self.state.stats(session.id)
-        await _message(update).reply_text(texts.stats(stats, chat.type in GROUPS))
+        await _message(update).reply_text(
+            texts.stats(stats, chat.type in GROUPS, self.settings.clip_model, self.settings.text_model)
+        )
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
@@ -246,7 +275,9 @@ class Handlers:
         chat = _chat(update)
         if (session := await self._chosen_session(update, context)) is None:
             return
-        export = await self.state.export(session.id)
+        async with self._chat_locks[chat.id]:
+            await self._fitted(session)  # the classifier in the file has learned from every vote
+            export = await self.state.export(session.id)
         bot = context.bot
         await bot.send_document(chat.id, InputFile(export.labels_csv().encode(), filename="labels.csv"))
         await bot.send_document(
@@ -309,17 +340,28 @@ class Handlers:
             query_id=query.id,
         )
         # the vote is committed: answer now, the keyboard edit follows (coalesced with others)
-        await query.answer(texts.vote_answer(press.position, outcome.vote))
-        self._refresh_keyboard(query, outcome.round_id)
+        split = await self._shows_split(query.message.chat, outcome.session_id, outcome.round_id)
+        await query.answer(texts.vote_answer(press.position, outcome.vote, hidden=not split))
+        self._refresh_keyboard(query, outcome.round_id, split)
 
-    def _refresh_keyboard(self, query: CallbackQuery, round_id: int) -> None:
-        """Show current counts soon: one edit carries every vote made while it waits (``bot/edits.py``)."""
+    async def _shows_split(self, chat: Chat, session_id: int, round_id: int) -> bool:
+        """Private chats, ``VDX_GROUP_TALLIES``, and group rounds already refined show the 👍/👎 split."""
+        if chat.type not in GROUPS or self.settings.group_tallies:
+            return True
+        latest = await self.state.latest_round(session_id)
+        return latest is not None and latest.id != round_id
+
+    def _refresh_keyboard(self, query: CallbackQuery, round_id: int, split: bool = True) -> None:
+        """Show current counts soon: one edit carries every vote made while it waits (``bot/edits.py``).
+
+        Without ``split`` (a group round not refined yet) the keyboard shows how many voted, not how.
+        """
         assert query.message is not None
 
         async def edit() -> None:
             tallies = await self.state.tallies(round_id)
             try:
-                await query.edit_message_reply_markup(keyboards.round_keyboard(round_id, tallies))
+                await query.edit_message_reply_markup(keyboards.round_keyboard(round_id, tallies, split))
             except BadRequest as e:
                 if "not modified" not in e.message.lower():
                     raise
@@ -343,7 +385,7 @@ class Handlers:
             await self._stop(bot, chat.id)
         elif press.action == "refine":
             await query.answer("Refining…")
-            await self._refine(bot, chat.id)
+            await self._refine(bot, chat.id, chat.type in GROUPS)
         else:
             await query.answer("Ranking…")
             await self._results(bot, chat.id)
@@ -364,16 +406,19 @@ class Handlers:
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
 
-    async def _start_photo(self, update: Update, bot: Bot, msg: Message, concept: str) -> None:
+    async def _start_photo(self, update: Update, bot: Bot, msg: Message, text: str) -> None:
         chat = _chat(update)
+        parse(text, photo=True)  # a malformed caption is refused before the photo is downloaded
         async with self._chat_locks[chat.id]:
             previous = await self._replaceable(bot, chat, update)
             data = await self._download_photo(msg)
             with self.edits.new_round(chat.id) as new:
                 es, hits = await asyncio.to_thread(
-                    _photo_round, self.explorer, data, concept, self.settings.album_size
+                    _photo_round, self.explorer, data, text, self.settings.album_size
                 )
                 new.round_id = await self._new_session(bot, chat.id, es, hits, previous)
+        if es.truncated:
+            await _message(update).reply_text(texts.TRUNCATED)
 
     async def _download_photo(self, msg: Message) -> bytes:
         """The biggest size of the message's photo; a failed download is :class:`UnreadablePhoto`."""
@@ -406,22 +451,70 @@ class Handlers:
             await bot.send_message(chat, texts.replaced(previous.concept, number))
         return round_id
 
-    async def _refine(self, bot: Bot, chat: int) -> None:
+    async def _taught(self, session: Session) -> Taught:
+        latest = await self.state.latest_round(session.id)
+        return Taught(
+            soft=await self.state.soft_labels(session.id),
+            shown=await self.state.shown(session.id),
+            last_round=[it.image_id for it in latest.items] if latest else [],
+        )
+
+    async def _save_fit(self, session: Session, es: ExplorerSession) -> None:
+        """Keep the refitted weight and boundary when they changed (the first fit after new votes)."""
+        if np.array_equal(es.weights, session.weights) and es.boundary == session.boundary:
+            return
+        await self.state.save_weights(session.id, es.weights, len(es.labels), es.boundary)
+
+    async def _fitted(self, session: Session) -> ExplorerSession:
+        """Refit on every vote so far and save the result: ⭐ Results and /export never lag the votes."""
+        es = await asyncio.to_thread(_refit, self.explorer, session, await self._taught(session))
+        await self._save_fit(session, es)
+        return es
+
+    async def _refine(self, bot: Bot, chat: int, group: bool = False) -> None:
         async with self._chat_locks[chat]:
             session = await self._active(chat)
+            previous = await self.state.latest_round(session.id)
             with self.edits.new_round(chat) as new:
-                labels = await self.state.labels(session.id)
-                weights, hits = await asyncio.to_thread(
-                    _refit_round, self.explorer, session, labels, self.settings.album_size
+                es, hits = await asyncio.to_thread(
+                    _refit_round,
+                    self.explorer,
+                    session,
+                    await self._taught(session),
+                    self.settings.album_size,
                 )
-                await self.state.save_weights(session.id, weights, len(labels))
-                new.round_id = await self._send_round(bot, session, hits)
+                await self._save_fit(session, es)
+                if hits:
+                    new.round_id = await self._send_round(bot, session, hits)
+            if not hits:
+                best = (
+                    min(self.settings.album_size, sum(1 for v in es.labels.values() if v > 0))
+                    or self.settings.album_size
+                )
+                await bot.send_message(chat, texts.nothing_else(session.concept, best))
+                return
+            if previous is not None and group and not self.settings.group_tallies:
+                await self._reveal_split(bot, chat, previous)
+
+    async def _reveal_split(self, bot: Bot, chat: int, rnd: Round) -> None:
+        """A group round that was refined shows its 👍/👎 split from now on (best effort, after the new round)."""
+        if rnd.keyboard_message_id is None:
+            return
+        try:
+            tallies = await self.state.tallies(rnd.id)
+            await bot.edit_message_reply_markup(
+                chat, rnd.keyboard_message_id, reply_markup=keyboards.round_keyboard(rnd.id, tallies, True)
+            )
+        except TelegramError as e:
+            log.info("could not show the split of round %s: %s", rnd.id, e)
 
     async def _results(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:
             session = await self._active(chat)
-            labels = await self.state.labels(session.id)
-            top = await asyncio.to_thread(_results, self.explorer, session, labels, self.settings.album_size)
+            es, top, estimate = await asyncio.to_thread(
+                _results, self.explorer, session, await self._taught(session), self.settings.album_size
+            )
+            await self._save_fit(session, es)
             items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(top)]
             sent = await self.albums.send(
                 bot, chat, items, lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption)
@@ -430,6 +523,10 @@ class Handlers:
             await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
             if not sent.items:
                 await bot.send_message(chat, texts.NO_PHOTOS_SENT)
+            else:
+                await bot.send_message(
+                    chat, texts.results_message(session.concept, len(sent.items), estimate)
+                )
 
     async def _stop(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:

@@ -69,19 +69,28 @@ def _count(n: int) -> str:
     return f" ·{n}" if n else ""
 
 
-def round_keyboard(round_id: int, tallies: Sequence[Tally]) -> InlineKeyboardMarkup:
-    """👍 i / 👎 i for each image (with vote counts once there are any), then the control row."""
-    buttons = [
-        (
-            InlineKeyboardButton(
-                f"👍 {t.position}{_count(t.up)}", callback_data=vote_data(round_id, t.position, 1)
-            ),
-            InlineKeyboardButton(
-                f"👎 {t.position}{_count(t.down)}", callback_data=vote_data(round_id, t.position, -1)
-            ),
+def round_keyboard(round_id: int, tallies: Sequence[Tally], split: bool = True) -> InlineKeyboardMarkup:
+    """👍 i / 👎 i for each image, then the control row.
+
+    With ``split`` the buttons show the 👍 and 👎 counts once there are any (``👍 3 ·2``); without,
+    only how many people voted on the image (``👎 3 · 2 voted`` on the second button), so a group's
+    later voters do not see the majority before they decide.
+    """
+
+    def pair(t: Tally) -> tuple[InlineKeyboardButton, InlineKeyboardButton]:
+        voted = t.up + t.down
+        up = f"👍 {t.position}{_count(t.up)}" if split else f"👍 {t.position}"
+        down = (
+            f"👎 {t.position}{_count(t.down)}"
+            if split
+            else f"👎 {t.position}{f' · {voted} voted' if voted else ''}"
         )
-        for t in tallies
-    ]
+        return (
+            InlineKeyboardButton(up, callback_data=vote_data(round_id, t.position, 1)),
+            InlineKeyboardButton(down, callback_data=vote_data(round_id, t.position, -1)),
+        )
+
+    buttons = [pair(t) for t in tallies]
     rows = [
         [b for pair in buttons[i : i + IMAGES_PER_ROW] for b in pair]
         for i in range(0, len(buttons), IMAGES_PER_ROW)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from core.explorer import MatchEstimate
 from core.state import Stats
 
 HELP = (
     "Explore the image collection by concept and teach me what you mean.\n\n"
     "• Send a concept — in groups use /find <concept> — e.g. /find a house by the lake\n"
-    "• Or send a photo (or reply /find to one) to search by image.\n"
+    "• Or send a photo (or reply /find to one) to search by image; a caption moves it: at night\n"
+    "• Combine: /find a red car -truck (less truck) · /find a cat + a hat (both)\n"
     "• Vote 👍/👎 on the images, then 🔁 Refine for a sharper round.\n"
     "• ⭐ Results (/results) shows the best images so far.\n\n"
     "/find <concept> — start a session\n"
@@ -22,7 +24,7 @@ HELP = (
 )
 
 EMPTY_CONCEPT = "The concept is empty — tell me what you are looking for, e.g. /find a house by the lake"
-TRUNCATED = "Your concept is longer than CLIP's limit of 77 tokens, so I searched with its first 77 tokens."
+TRUNCATED = "Your concept is longer than the model reads (77 tokens for CLIP), so I searched with its start."
 NO_IMAGES = "There are no images yet — run `vdx ingest` to add some, then try again."
 STORE_DOWN = "Sorry — search backend unavailable, please try again later."
 NO_LONGER_ACTIVE = "This round is no longer active."
@@ -36,6 +38,19 @@ ROUND_MAYBE_LOST = "Telegram took too long to confirm the images; if they did no
 FAILED = "Something went wrong on my side; please try again."
 IMAGE_UNREADABLE = "I could not read that photo; please send it again as a JPEG or PNG."
 PHOTO_CONCEPT = "your photo"
+ONLY_NEGATIVE_TERMS = "Tell me what to look for, not only what to leave out — e.g. /find a red car -truck"
+
+
+def too_many_terms(limit: int) -> str:
+    """The reply to a concept with more than ``limit`` + / - terms."""
+    return f"That is too many terms — use at most {limit} (each + or - starts one)."
+
+
+def photo_concept(text: str) -> str:
+    """The concept name of a photo session, with the words that move it."""
+    text = " ".join(text.split())
+    return f"{PHOTO_CONCEPT} + {text}" if text else PHOTO_CONCEPT
+
 
 CONCEPT_SHOWN_CHARS = 200  # Telegram messages hold 4,096 characters; a concept may hold 5,000
 CAPTION_CHARS = 200
@@ -66,23 +81,43 @@ def results_caption(rank: int, score: float, caption: str) -> str:
     return f"{text} · {short(caption, CAPTION_CHARS)}" if caption.strip() else text
 
 
-def results_message(concept: str, shown: int) -> str:
-    """The text after a results album."""
-    return f"⭐ Top {shown} for “{short(concept)}” by the current classifier."
+def results_message(concept: str, shown: int, estimate: MatchEstimate | None = None) -> str:
+    """The text after a results album: what it is, and how many images match."""
+    return f"⭐ Top {shown} for “{short(concept)}” by the classifier, with every vote so far.\n" + matches(
+        estimate
+    )
 
 
-def vote_answer(position: int, vote: int) -> str:
-    """The callback answer for a vote."""
+def vote_answer(position: int, vote: int, hidden: bool = False) -> str:
+    """The callback answer for a vote: the voter's own vote (in groups the split stays hidden until 🔁 Refine)."""
+    after = " (your vote; the group's split shows after 🔁 Refine)" if hidden else ""
     if vote > 0:
-        return f"👍 {position} recorded"
+        return f"👍 {position} recorded{after}"
     if vote < 0:
-        return f"👎 {position} recorded"
+        return f"👎 {position} recorded{after}"
     return f"Vote on {position} removed"
 
 
 def stopped(concept: str) -> str:
     """The reply when a session ends."""
     return f"Session “{short(concept)}” stopped. Send a new concept to start again."
+
+
+def nothing_else(concept: str, best: int) -> str:
+    """A refine that found nothing unlabelled above the classifier's decision boundary."""
+    return (
+        f"Nothing else here looks like “{short(concept)}”: every image I have not shown you scores below "
+        f"what you taught me. ⭐ Results has the {best} best; send a new concept to explore something else."
+    )
+
+
+def matches(estimate: MatchEstimate | None) -> str:
+    """How many images in the collection match, as far as the classifier can tell."""
+    if estimate is None:
+        return "Vote 👍 and 👎 on a few images and I can estimate how many in the collection match."
+    if estimate.at_least:
+        return f"At least {estimate.count} images in the collection score above the decision boundary."
+    return f"About {estimate.count} images in the collection score above the decision boundary."
 
 
 def only_admins_replace(concept: str) -> str:
@@ -117,20 +152,47 @@ def sessions(stats: list[Stats], first: int) -> str:
     return "\n".join([*lines, "/export N sends session N's labels and classifier."])
 
 
-def stats(s: Stats, group: bool) -> str:
-    """``/stats``: concept, rounds, labels, voters (and agreement in groups)."""
+def stats(s: Stats, group: bool, image_model: str = "", text_model: str = "") -> str:
+    """``/stats``: concept, rounds, labels, voters (agreement in groups) and the models."""
     lines = [
         f"Concept: “{short(s.concept)}”{'' if s.active else ' (ended)'}",
         f"{s.rounds} rounds · {s.labels} labels (👍 {s.positive} / 👎 {s.negative}) · {s.voters} voters",
     ]
     if s.ties:
-        lines.append(f"{s.ties} images tied (unlabelled)")
+        lines.append(f"{s.ties} images contested (votes cancel out: not shown again, no label)")
     if group:
         if s.agreement is None:
             lines.append("agreement: no image has votes from two people yet")
         else:
-            lines.append(f"agreement: {s.agreement:.0%} of {s.contested} images with two or more voters")
+            alpha = "n/a" if s.alpha is None else f"{s.alpha:.2f}"
+            lines.append(
+                f"agreement: Krippendorff's α {alpha} over {s.shared} images with two or more voters "
+                f"(1 = always agree, 0 = no better than chance); unanimous on {s.agreement:.0%}"
+            )
+        lines.append(f"votes combined by {s.estimator}")
+        for v in s.per_voter[:MAX_VOTERS_SHOWN]:
+            who = short(v.name, 40) or str(v.user_id)
+            with_others = (
+                f"agrees with the others on {v.agreement:.0%} of {v.compared}"
+                if v.agreement is not None
+                else "no overlap with the others yet"
+            )
+            lines.append(f"• {who}: {v.votes} votes, {with_others}, weight {v.accuracy:.2f}")
+    if image_model:
+        lines.append(f"image model: {model_name(image_model)}")
+        lines.append(f"text model: {model_name(text_model) if text_model else 'the image model’s own'}")
     return "\n".join(lines)
+
+
+MAX_VOTERS_SHOWN = 20
+
+
+def model_name(name: str) -> str:
+    """A model as people know it: a hub name as is, a local directory by its last two path parts."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p]
+    if name.startswith(("/", ".", "~")) and len(parts) > 2:
+        return "…/" + "/".join(parts[-2:])
+    return name
 
 
 MISSING_TOKEN = (

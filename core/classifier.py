@@ -11,6 +11,11 @@ Three methods, chosen by :attr:`ClassifierParams.method`:
   solved to convergence (Newton) on all labels from the prior every time (order of votes does
   not matter). The prior is what keeps a few labels from pulling the classifier below zero-shot;
   the scale and bias let it actually separate positives from the hard negatives next to them.
+  Each vote's loss is weighed by how sure its label is (a group's agreement, see ``core.votes``).
+  Two guards keep few votes from undoing the prior: votes of one kind only (a round of all 👎)
+  move the weight at most to cosine ``one_sided_min_cos`` from the prior, and when the fit, judged
+  by approximate leave-one-out on the votes themselves, orders the chat's (👍, 👎) pairs worse than
+  the prior does, the prior is kept.
 * ``"rocchio"`` — classic relevance feedback: ``w_text + beta * mean(pos) - gamma * mean(neg)``.
 
 Every method returns a unit weight, so the weight doubles as the kNN search vector.
@@ -35,8 +40,18 @@ class ClassifierParams:
     lr: float = 0.1
     iters: int = 5
     scale: float = 20.0  # logit scale for "prior": turns cosines into usable logits
-    prior_weight: float = 0.5  # strength of the pull back to the text vector for "prior"
+    prior_weight: float = (
+        1.0  # strength of the pull back to the text vector for "prior" (chosen on bench H1-H3)
+    )
     max_iter: int = 30  # Newton steps for "prior" (it usually converges in under 10)
+    # A fit on votes of one kind only (all 👎, or all 👍) stays within this cosine of the prior: with
+    # nothing to contrast them with, the votes say little about which direction is right.
+    one_sided_min_cos: float = 0.95
+    # Keep the prior when the fitted weight, judged leave-one-out on the votes, orders the chat's
+    # (👍, 👎) pairs worse than the prior does by more than this share of pairs ("prior" only;
+    # see :func:`_approximate_loo`). None turns the guard off.
+    loo_margin: float | None = 0.1
+    loo_min_votes: int = 5  # ... once each kind has this many votes (below, leave-one-out is too noisy)
     beta: float = 0.75  # "rocchio": weight of the positives' mean
     gamma: float = 0.25  # "rocchio": weight of the negatives' mean
 
@@ -57,6 +72,7 @@ class LinearClassifier:
             self._prior.copy() if weight is None else _unit(np.asarray(weight, np.float32).reshape(-1))
         )
         self.bias = 0.0  # in cosine units: score(x) > -bias means "more likely yes than no"
+        self.kept_prior = False  # the last fit fell back to the prior (leave-one-out guard)
 
     @property
     def dim(self) -> int:
@@ -72,12 +88,32 @@ class LinearClassifier:
         """The unit vector the classifier started from (the concept's text or image vector)."""
         return self._prior.copy()
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearClassifier:
-        """Fit on vectors ``X (n, dim)`` with labels ``y`` in {0, 1} (or {-1, +1}); returns self."""
+    @property
+    def boundary(self) -> float | None:
+        """The decision boundary in cosine units: ``score(x) > boundary`` means "more likely 👍 than 👎".
+
+        Learned by the ``"prior"`` method from votes of both kinds; None before (or for other methods).
+        """
+        return -self.bias if self.bias else None
+
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> LinearClassifier:
+        """Fit on vectors ``X (n, dim)`` with labels ``y`` in {0, 1} (or {-1, +1}); returns self.
+
+        ``sample_weight`` (default 1) is how sure each label is, e.g. a group's agreement on it; the
+        ``"prior"`` method weighs each vote's loss by it, the others ignore it.
+        """
         X = np.asarray(X, dtype=np.float32).reshape(-1, self.dim)
         pos = (np.asarray(y).reshape(-1) > 0).astype(np.float32)
         if len(X) != len(pos):
             raise ValueError(f"{len(X)} vectors but {len(pos)} labels")
+        weight = (
+            np.ones(len(pos)) if sample_weight is None else np.asarray(sample_weight, np.float64).reshape(-1)
+        )
+        if len(weight) != len(pos):
+            raise ValueError(f"{len(pos)} labels but {len(weight)} sample weights")
+        keep = weight > 0
+        X, pos, weight = X[keep], pos[keep], weight[keep]
+        self.kept_prior = False
         if len(X) == 0:
             return self
         if self.params.method == "original":
@@ -85,7 +121,21 @@ class LinearClassifier:
         elif self.params.method == "rocchio":
             self._weight = _fit_rocchio(X, pos, self._prior, self.params)
         else:
-            self._weight, self.bias = _fit_prior(X, pos, self._prior, self.params)
+            fit = _fit_prior(X, pos, weight, self._prior, self.params)
+            self._weight, self.bias = fit.weight, fit.bias
+            if (
+                self.params.loo_margin is not None
+                and fit.loo_auc is not None
+                and min(pos.sum(), (1 - pos).sum()) >= self.params.loo_min_votes
+            ):
+                prior_auc = _auc(X @ self._prior, pos)
+                if fit.loo_auc < prior_auc - self.params.loo_margin:
+                    self.kept_prior = True
+                    self._weight = self._prior.copy()
+                    s = X @ self._prior
+                    self.bias = -float((s[pos > 0].mean() + s[pos == 0].mean()) / 2)
+        if pos.all() or not pos.any():
+            self._weight = _within(self._weight, self._prior, self.params.one_sided_min_cos)
         return self
 
     def score(self, X: np.ndarray) -> np.ndarray:
@@ -145,23 +195,50 @@ def _fit_rocchio(X: np.ndarray, pos: np.ndarray, prior: np.ndarray, p: Classifie
     return _unit(w)
 
 
+def _within(w: np.ndarray, prior: np.ndarray, min_cos: float) -> np.ndarray:
+    """``w`` turned towards ``prior`` (in their common plane) until their cosine is at least ``min_cos``."""
+    cos = float(w @ prior)
+    if cos >= min_cos:
+        return w
+    orth = w.astype(np.float64) - cos * prior
+    norm = float(np.linalg.norm(orth))
+    if norm < 1e-9:
+        return prior.copy()
+    return _unit(min_cos * prior + np.sqrt(1.0 - min_cos**2) * orth / norm)
+
+
+def _auc(scores: np.ndarray, pos: np.ndarray) -> float:
+    """Share of (👍, 👎) pairs that ``scores`` order correctly (ties count half): Mann–Whitney AUC."""
+    s_pos, s_neg = scores[pos > 0], scores[pos == 0]
+    diff = s_pos[:, None] - s_neg[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+@dataclass(frozen=True)
+class _PriorFit:
+    weight: np.ndarray  # unit
+    bias: float  # cosine units
+    loo_auc: float | None  # AUC of the approximate leave-one-out scores; None with one class
+
+
 def _fit_prior(
-    X: np.ndarray, pos: np.ndarray, prior: np.ndarray, p: ClassifierParams
-) -> tuple[np.ndarray, float]:
-    """Balanced logistic regression pulled towards ``prior``; returns the unit weight and bias (cosine units).
+    X: np.ndarray, pos: np.ndarray, sample_weight: np.ndarray, prior: np.ndarray, p: ClassifierParams
+) -> _PriorFit:
+    """Balanced logistic regression pulled towards ``prior``: the unit weight, the bias (cosine units)
+    and the approximate leave-one-out AUC on the votes.
 
     Newton's method with a backtracking line search. The Hessian ``A'DA + R`` is ``dim x dim`` but has
     rank ``n`` (the number of votes) above a diagonal, so each step solves an ``n x n`` system
     (Woodbury identity): a few milliseconds for a hundred votes, where L-BFGS in torch took ~50 ms.
     """
-    n_pos = float(pos.sum())
-    n_neg = float(len(pos) - n_pos)
+    n_pos = float(sample_weight[pos > 0].sum())
+    n_neg = float(sample_weight[pos == 0].sum())
     # Each class weighs half of the loss whatever the vote counts: rounds of hard negatives are
     # mostly 👎, and an unbalanced loss would learn "everything is no".
-    c = np.where(pos > 0, 0.5 / max(n_pos, 1.0), 0.5 / max(n_neg, 1.0))
+    c = sample_weight * np.where(pos > 0, 0.5 / max(n_pos, 1e-9), 0.5 / max(n_neg, 1e-9))
     y = pos.astype(np.float64)
     # With one class only, a free bias would explain every vote and teach the weight nothing.
-    learn_bias = n_pos > 0 and n_neg > 0
+    learn_bias = bool(pos.any() and not pos.all())
     A = p.scale * X.astype(np.float64)
     r = np.full(X.shape[1], p.prior_weight)
     theta0 = prior.astype(np.float64)
@@ -182,7 +259,8 @@ def _fit_prior(
         g = A.T @ (c * (prob - y)) + r * (theta - theta0)
         s = np.sqrt(c * prob * (1.0 - prob))
         u = g / r
-        q = np.linalg.solve(np.eye(len(s)) + s[:, None] * K * s[None, :], s * (A @ u))
+        M = np.eye(len(s)) + s[:, None] * K * s[None, :]
+        q = np.linalg.solve(M, s * (A @ u))
         step = u - (A.T @ (s * q)) / r
         decrease = float(g @ step)
         if decrease < 1e-10:
@@ -196,5 +274,28 @@ def _fit_prior(
         theta, f = theta - t * step, f_new
     w = theta[: X.shape[1]]
     b = float(theta[-1]) if learn_bias else 0.0
+    loo = _approximate_loo(A, K, theta, c, y) if learn_bias else None
     # Score s.x.w + b = 0 at cosine x.(w/|w|) = -b / (s |w|): the decision boundary in cosine units.
-    return _unit(w), b / (p.scale * (float(np.linalg.norm(w)) or 1.0))
+    return _PriorFit(
+        _unit(w), b / (p.scale * (float(np.linalg.norm(w)) or 1.0)), None if loo is None else _auc(loo, y)
+    )
+
+
+def _approximate_loo(
+    A: np.ndarray, K: np.ndarray, theta: np.ndarray, c: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """Each vote's score by the fit on all the *other* votes, without refitting n times.
+
+    Approximate leave-one-out for penalised GLMs (Rad & Maleki 2020, "ALO"): one Newton step from the
+    full fit, ``z_-i = z_i + l'_i h_i / (1 - l''_i h_i)`` with ``h_i = a_i' H^-1 a_i``. ``H^-1`` comes
+    from the same Woodbury form as the fit, so this costs one ``n x n`` solve.
+    """
+    z = A @ theta
+    prob = 1.0 / (1.0 + np.exp(-z))
+    d1 = c * (prob - y)
+    d2 = c * prob * (1.0 - prob)
+    s = np.sqrt(d2)
+    B = K * s[None, :]
+    M = np.eye(len(s)) + s[:, None] * K * s[None, :]
+    h = np.diag(K) - np.einsum("ij,ji->i", B, np.linalg.solve(M, B.T))
+    return np.asarray(z + d1 * h / np.maximum(1.0 - d2 * h, 1e-9))

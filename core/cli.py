@@ -26,6 +26,8 @@ from core.errors import (
 )
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from core.encoder import ClipEncoder
     from core.events import CollectionEvents
     from core.records import IndexStatus
@@ -59,7 +61,8 @@ Visual Dataset Explorer: explore an image collection by concept (CLIP text -> ne
 ClickHouse-family vector database, embedded chDB by default) and teach a classifier with 👍/👎 in Telegram.
 
 Configuration comes from the environment (VDX_DATA_DIR, VDX_DB_URL, VDX_DB_DIALECT, VDX_TABLE,
-VDX_CLIP_MODEL, VDX_DEVICE, VDX_TORCH_THREADS, TELEGRAM_BOT_TOKEN); the options below override it.
+VDX_CLIP_MODEL, VDX_TEXT_MODEL, VDX_DEVICE, VDX_TORCH_THREADS, TELEGRAM_BOT_TOKEN); the options below
+override it.
 """
 
 EPILOG = """\
@@ -68,6 +71,8 @@ examples:
   vdx ingest unsplash unsplash-lite/photos.tsv000   # Unsplash Lite (downloads ?w=640 images)
   vdx ingest vectors embeddings/                    # clip-retrieval output: img_emb/ + metadata/
   vdx search "a house by the lake" -k 9
+  vdx search "a red car -truck"                     # minus a term; "a cat + a hat" adds one
+  vdx search "at night" --image photo.jpg           # a photo moved toward the words
   vdx info
   vdx index create
   vdx bot
@@ -101,7 +106,12 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--dialect", choices=["auto", "clickhouse", "myscale"], help="SQL dialect (VDX_DB_DIALECT)", **unset
     )
     group.add_argument("--table", help="image table name (VDX_TABLE, default images)", **unset)
-    group.add_argument("--model", help="CLIP model name or local directory (VDX_CLIP_MODEL)", **unset)
+    group.add_argument(
+        "--model", help="image (and text) model: hub name or local directory (VDX_CLIP_MODEL)", **unset
+    )
+    group.add_argument(
+        "--text-model", help="a separate text tower for concepts, e.g. M-CLIP (VDX_TEXT_MODEL)", **unset
+    )
     group.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], help="where the model runs (VDX_DEVICE)", **unset
     )
@@ -188,12 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser(
         "search",
-        help="nearest images to a text concept",
-        description="Embed TEXT with CLIP and print the k nearest images (id, distance, url).",
-        epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car" -k 20 --json',
+        help="nearest images to a concept (text, composite, or a photo plus words)",
+        description="Embed the concept and print the k nearest images (id, distance, url). A '-' or '+' "
+        "starting a word starts a term: 'red car -truck' pushes trucks down (score = similarity to the "
+        "rest - 0.5 x similarity to the minus terms), 'a cat + a hat' looks for both. With --image the "
+        "photo is the concept and TEXT moves it toward the words.",
+        epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car -truck" -k 20 --json'
+        '\n  vdx search "at night" --image photo.jpg',
         formatter_class=fmt,
     )
-    search.add_argument("text", help="the concept, in words")
+    search.add_argument("text", nargs="?", default="", help="the concept, in words")
+    search.add_argument("--image", type=Path, help="a photo to search from (TEXT, if given, moves it)")
     search.add_argument("-k", type=_positive, default=9, help="how many images (default 9)")
     search.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 
@@ -253,6 +268,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "db_dialect": getattr(args, "dialect", None),
         "table": getattr(args, "table", None),
         "clip_model": getattr(args, "model", None),
+        "text_model": getattr(args, "text_model", None),
         "device": getattr(args, "device", None),
         "torch_threads": getattr(args, "threads", None),
     }
@@ -298,6 +314,7 @@ def _encoder(rt: Runtime, batch_size: int = 32) -> Iterator[ClipEncoder]:
         torch_threads=settings.torch_threads,
         batch_size=batch_size,
         fingerprint_cache=settings.data_dir / "model-fingerprints.json",
+        text_model=settings.text_model,
     )
     try:
         yield encoder
@@ -381,20 +398,21 @@ def _print_report(rt: Runtime, report: object) -> int:
 
 
 def cmd_search(args: argparse.Namespace, rt: Runtime) -> int:
-    """``vdx search TEXT [-k N] [--json]``."""
+    """``vdx search [TEXT] [--image PATH] [-k N] [--json]``."""
+    from core.ingest import check_model
+    from core.query import compose, parse
+
+    query = parse(args.text, photo=args.image is not None)  # bad syntax fails before anything loads
+    image = _read_image(args.image) if args.image is not None else None
     with _store(rt, create=False) as store:
         if store.count() == 0:
             raise EmptyDataset(_where(rt, store))
         with _encoder(rt) as encoder:
-            from core.ingest import check_model
-
             check_model(store, encoder)
-            text = " ".join(args.text.split())
-            if not text:
-                raise VdxError("the search text is empty: describe what you are looking for")
-            if encoder.text_truncated(text):
-                log.warning("the text is longer than the model's 77 tokens; only the start is used")
-            hits = store.knn(encoder.embed_texts([text])[0], args.k)
+            if any(encoder.text_truncated(t) for t in query.terms):
+                log.warning("the text is longer than the model reads; only the start is used")
+            photo = encoder.embed_images([image])[0] if image is not None else None
+            hits = store.knn(compose(query, encoder.embed_texts, photo), args.k)
     out = rt.out
     if args.json:
         print(json.dumps([h._asdict() for h in hits], ensure_ascii=False, indent=2), file=out)
@@ -404,6 +422,19 @@ def cmd_search(args: argparse.Namespace, rt: Runtime) -> int:
         for rank, h in enumerate(hits, 1):
             print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}", file=out)
     return 0
+
+
+def _read_image(path: Path) -> Image:
+    from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
+
+    try:
+        with PILImage.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise VdxError(f"no such image: {path.resolve()}") from None
+    except (OSError, UnidentifiedImageError) as e:
+        raise VdxError(f"cannot read {path.resolve()} as an image ({type(e).__name__})") from None
 
 
 def _index_text(status: IndexStatus) -> str:
@@ -442,6 +473,7 @@ def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
             "url": info.url,
             "dialect": info.dialect,
             "table": info.table,
+            "cluster": info.cluster,
             "rows": info.rows,
             "dim": info.dim,
             "index": {
@@ -459,6 +491,7 @@ def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
             else {"name": info.model.name, "dim": info.model.dim, "fingerprint": info.model.fingerprint},
             "configured_model": configured,
             "image_cache": str(settings.image_cache_dir.resolve()),
+            "text_model": settings.text_model or None,
         }
         print(json.dumps(data, indent=2), file=rt.out)
         return 0
@@ -466,12 +499,13 @@ def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
         ("backend", info.backend),
         ("url", info.url),
         ("dialect", info.dialect),
-        ("table", info.table),
+        ("table", info.table + (f" (Distributed over cluster {info.cluster})" if info.cluster else "")),
         ("rows", str(info.rows)),
         ("dim", str(info.dim)),
         ("index", _index_text(info.index)),
         ("model", collection),
         ("configured", configured),
+        ("text model", settings.text_model or "the model's own"),
         ("image cache", str(settings.image_cache_dir.resolve())),
     ]
     for name, value in rows:
@@ -571,8 +605,9 @@ def _forwarded(command: str, args: argparse.Namespace, settings: Settings) -> in
     conn = service.connect(settings)
     if conn is None:
         return None
-    if getattr(args, "path", None) is not None:
-        args.path = Path(args.path).resolve()  # the bot runs elsewhere: send an absolute path
+    for key in ("path", "image"):  # the bot runs elsewhere: send absolute paths
+        if getattr(args, key, None) is not None:
+            setattr(args, key, Path(getattr(args, key)).resolve())
     print(
         f"vdx: the running bot holds {settings.embedded_db_path.resolve()}; it runs this command",
         file=sys.stderr,
@@ -582,7 +617,10 @@ def _forwarded(command: str, args: argparse.Namespace, settings: Settings) -> in
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vdx``; returns the exit status (0 ok, 1 nothing stored, 2 error, 130 interrupted)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and not args.text.strip() and args.image is None:
+        parser.error("search needs TEXT (the concept) or --image PATH")
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         stream=sys.stderr,

@@ -26,12 +26,16 @@ class Settings:
     db_cluster: str = ""  # a ClickHouse/MyScale cluster name: replicated tables behind a Distributed table
     table: str = "images"
     clip_model: str = DEFAULT_MODEL
+    text_model: str = ""  # a separate (e.g. multilingual) text tower for concepts; empty: the model's own
     device: Device = "auto"
     torch_threads: int | None = None
     telegram_token: str = ""
     telegram_api_url: str = ""
     allowed_chats: frozenset[int] = field(default_factory=frozenset)
     album_size: int = 9
+    # Show the 👍/👎 split on group keyboards while people vote (off: only how many voted, so later
+    # voters are not swayed by the majority; the split shows once the round is refined).
+    group_tallies: bool = False
 
     @property
     def embedded_db_path(self) -> Path:
@@ -67,6 +71,9 @@ class Settings:
 
         threads = get("VDX_TORCH_THREADS")
         album = get("VDX_ALBUM_SIZE", "9")
+        tallies = get("VDX_GROUP_TALLIES", "0").lower()
+        if tallies not in _BOOLEANS:
+            raise ConfigError(f"VDX_GROUP_TALLIES must be 1 or 0 (true/false, on/off), got {tallies!r}")
         try:
             torch_threads = int(threads) if threads else None
         except ValueError:
@@ -92,14 +99,29 @@ class Settings:
                 db_cluster=get("VDX_DB_CLUSTER"),
                 table=get("VDX_TABLE", "images") or "images",
                 clip_model=get("VDX_CLIP_MODEL", DEFAULT_MODEL) or DEFAULT_MODEL,
+                text_model=get("VDX_TEXT_MODEL"),
                 device=get("VDX_DEVICE", "auto").lower() or "auto",  # type: ignore[arg-type]
                 torch_threads=torch_threads,
                 telegram_token=get("TELEGRAM_BOT_TOKEN"),
                 telegram_api_url=get("VDX_TELEGRAM_API_URL"),
                 allowed_chats=frozenset(allowed),
                 album_size=album_size,
+                group_tallies=_BOOLEANS[tallies],
             )
         )
+
+
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
 
 
 def _validated(s: Settings) -> Settings:

@@ -14,16 +14,39 @@ class ConfigError(VdxError):
 
 
 class ModelLoadError(VdxError):
-    """The CLIP model named by ``VDX_CLIP_MODEL`` could not be loaded."""
+    """A model named by ``VDX_CLIP_MODEL`` (or the text tower in ``VDX_TEXT_MODEL``) could not be loaded."""
 
-    def __init__(self, model: str, reason: str) -> None:
+    def __init__(self, model: str, reason: str, setting: str = "VDX_CLIP_MODEL") -> None:
         self.model = model
         self.reason = reason
+        self.setting = setting
+        what = "text model" if setting == "VDX_TEXT_MODEL" else "model"
         super().__init__(
-            f"cannot load the CLIP model {model!r} (VDX_CLIP_MODEL): {reason}. "
-            "Offline, set VDX_CLIP_MODEL to a local model directory saved with save_pretrained() "
+            f"cannot load the {what} {model!r} ({setting}): {reason}. "
+            f"Offline, set {setting} to a local model directory saved with save_pretrained() "
             "(see README)"
         )
+
+
+class TextModelMismatch(VdxError):
+    """The text tower in ``VDX_TEXT_MODEL`` was trained for another image model than the collection's."""
+
+    def __init__(self, text_model: str, trained_for: str | None, image_model: str) -> None:
+        self.text_model = text_model
+        self.trained_for = trained_for
+        self.image_model = image_model
+        if trained_for is None:
+            super().__init__(
+                f"the text model {text_model!r} (VDX_TEXT_MODEL) does not say which image model it was "
+                f'trained for, so it cannot be paired with {image_model!r}; add "image_model": '
+                '"<name>" to its config.json if you know it'
+            )
+        else:
+            super().__init__(
+                f"the text model {text_model!r} (VDX_TEXT_MODEL) was trained for the image model "
+                f"{trained_for!r}, but the images were embedded with {image_model!r}; unset "
+                "VDX_TEXT_MODEL or choose a text model trained for that image model"
+            )
 
 
 class StoreError(VdxError):
@@ -114,6 +137,21 @@ class IngestError(VdxError):
 
 class BadConcept(VdxError):
     """A concept text the encoder cannot use (empty, whitespace only)."""
+
+
+class OnlyNegativeTerms(BadConcept):
+    """A composite concept with minus terms and nothing to look for (``-truck``)."""
+
+    def __init__(self) -> None:
+        super().__init__("say what to look for, not only what to leave out, e.g. 'a red car -truck'")
+
+
+class TooManyTerms(BadConcept):
+    """A composite concept with more terms than are embedded for one search."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"too many terms: use at most {limit} (each + or - starts one)")
 
 
 class BotApiUnreachable(VdxError):

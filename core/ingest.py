@@ -41,10 +41,8 @@ from core.events import CollectionEvents, ImagesIngested
 from core.records import ImageBatch
 
 if TYPE_CHECKING:
-    import torch
-
     from core.config import Settings
-    from core.encoder import ClipEncoder, Encoder
+    from core.encoder import ClipEncoder, Encoder, Pixels
     from core.store import VectorStore
 
 log = logging.getLogger(__name__)
@@ -563,7 +561,7 @@ def _read_bytes(item: SourceImage, timeout: float, retries: int) -> bytes:
 @dataclass
 class _Loaded:
     item: SourceImage
-    pixels: torch.Tensor | None = None
+    pixels: Pixels | None = None  # the model's inputs for this one image
     broken: str = ""
     unreachable: bool = False
 
@@ -737,8 +735,6 @@ def ingest_images(
         nonlocal schema_ready
         if not batch:
             return
-        import torch
-
         if not schema_ready:
             if not store.dim:
                 store.dim = encoder.dim  # a new database: the model decides the vector size
@@ -751,7 +747,7 @@ def ingest_images(
                 store.record_model(encoder.identity)
             schema_ready = True
 
-        vectors = encoder.embed_pixels(torch.cat([b.pixels for b in batch if b.pixels is not None]))
+        vectors = encoder.embed_pixels([b.pixels for b in batch if b.pixels is not None])
         items = [b.item for b in batch]
         rows = ImageBatch(
             ids=[i.id for i in items],

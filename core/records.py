@@ -71,6 +71,7 @@ class StoreInfo:
     rows: int
     dim: int
     index: IndexStatus
+    cluster: str = ""  # VDX_DB_CLUSTER: the table is Distributed over this cluster
     model: ModelIdentity | None = None  # the model recorded with the vectors
 
 

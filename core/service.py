@@ -127,7 +127,7 @@ class CommandServer:
             return
         if command not in SERVED:
             return
-        for key in ("path",):
+        for key in ("path", "image"):
             if isinstance(getattr(args, key, None), str):
                 setattr(args, key, Path(getattr(args, key)))
         stop = threading.Event()

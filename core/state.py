@@ -1,8 +1,10 @@
 """Chat state in SQLite: sessions, rounds, per-user votes, classifier weights and Telegram file ids.
 
 Everything a chat has taught lives here, so a restarted bot continues every session and buttons on
-old messages keep working. Labels, tallies and stats are computed here (not in the bot): an image's
-label within a session is the sign of the sum of its voters' votes, a tie leaves it unlabelled.
+old messages keep working. Labels, tallies and stats are computed here (not in the bot): the votes
+on an image within a session are combined by :func:`core.votes.combine` into a soft label (3 👍 : 0
+counts more than 2 : 1; a tie is contested: seen, no label; once voters share enough images each
+is weighed by the one-coin Dawid–Skene estimate of their accuracy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import aiosqlite
 import numpy as np
 
 from core.errors import VdxError
+from core.votes import Consensus, combine
 
 RoundKind = Literal["round", "results"]
 RoundStatus = Literal["pending", "sent", "unknown", "failed"]
@@ -55,6 +58,9 @@ class Session:
     started_at: float
     ended_at: float | None
     active: bool
+    # The decision boundary of ``weights`` at its last fit (cosine score above which an image is
+    # more likely 👍 than 👎); None until votes of both kinds were fitted.
+    boundary: float | None = None
 
     @property
     def dim(self) -> int:
@@ -119,6 +125,18 @@ class VoteOutcome:
 
 
 @dataclass(frozen=True)
+class VoterStats:
+    """One voter in ``/stats``: how many votes, and agreement with the others' consensus."""
+
+    user_id: int
+    name: str
+    votes: int
+    compared: int  # votes on images where the other voters' consensus has a label
+    agreement: float | None  # share of those that agree with it
+    accuracy: float  # one-coin Dawid–Skene estimate used to weigh the voter
+
+
+@dataclass(frozen=True)
 class Stats:
     """What ``/stats`` shows for a session."""
 
@@ -127,11 +145,14 @@ class Stats:
     rounds: int
     positive: int
     negative: int
-    ties: int
+    ties: int  # contested images: their votes cancel out (seen, no label)
     voters: int
     votes: int
-    contested: int  # images with votes from two or more users
-    agreement: float | None  # share of contested images on which every voter agrees
+    shared: int  # images with votes from two or more users
+    agreement: float | None  # share of shared images on which every voter agrees
+    alpha: float | None = None  # Krippendorff's alpha (nominal) over the shared images
+    estimator: str = ""  # how the votes were combined (core.votes)
+    per_voter: tuple[VoterStats, ...] = ()
 
     @property
     def labels(self) -> int:
@@ -140,12 +161,13 @@ class Stats:
 
 @dataclass(frozen=True)
 class ExportRow:
-    """One voted image: its label and each voter's vote (user id -> +1/-1)."""
+    """One voted image: its label, soft label (see core.votes) and each voter's vote (user id -> +1/-1)."""
 
     image_id: str
     url: str
     label: int
     votes: dict[int, int]
+    soft: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -157,12 +179,31 @@ class Export:
     rows: list[ExportRow]
 
     def labels_csv(self) -> str:
-        """``image_id,url,label,<one column per voter>``; a voter's cell is 1, -1 or empty."""
+        """``image_id,url,label,soft_label,<one column per voter>``; a voter's cell is 1, -1 or empty.
+
+        ``label`` is 1, -1 or 0 (contested); ``soft_label`` is in [-1, 1] (2 P(👍) - 1, see core.votes).
+        """
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
-        w.writerow(["image_id", "url", "label", *(_voter_column(uid, name) for uid, name in self.voters)])
+        w.writerow(
+            [
+                "image_id",
+                "url",
+                "label",
+                "soft_label",
+                *(_voter_column(uid, name) for uid, name in self.voters),
+            ]
+        )
         for r in self.rows:
-            w.writerow([r.image_id, r.url, r.label, *(r.votes.get(uid, "") for uid, _ in self.voters)])
+            w.writerow(
+                [
+                    r.image_id,
+                    r.url,
+                    r.label,
+                    f"{r.soft:.3f}",
+                    *(r.votes.get(uid, "") for uid, _ in self.voters),
+                ]
+            )
         return out.getvalue()
 
     def classifier_json(self) -> str:
@@ -174,6 +215,7 @@ class Export:
                 "concept": self.session.concept,
                 "dim": self.session.dim,
                 "weights": [round(float(x), 7) for x in self.session.weights],
+                "boundary": None if self.session.boundary is None else round(self.session.boundary, 7),
                 "labels": positive + negative,
                 "positive": positive,
                 "negative": negative,
@@ -290,8 +332,14 @@ async def _script(db: aiosqlite.Connection, sql: str) -> None:
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
+
+async def m003_session_boundary(db: aiosqlite.Connection) -> None:
+    """The decision boundary of a session's current weight (NULL until one was learned)."""
+    await db.execute("ALTER TABLE sessions ADD COLUMN boundary REAL")
+
+
 # Append only: position i (1-based) is schema version i. Never edit a released migration.
-MIGRATIONS: list[Migration] = [m001_initial, m002_processed_callbacks]
+MIGRATIONS: list[Migration] = [m001_initial, m002_processed_callbacks, m003_session_boundary]
 # Telegram keeps an unconfirmed update for at most 24 hours (https://core.telegram.org/bots/api#getting-updates):
 # a processed press is remembered twice as long, then forgotten.
 PROCESSED_CALLBACKS_KEPT_S = 48 * 3600
@@ -327,10 +375,6 @@ def _vec_to_blob(v: np.ndarray) -> bytes:
 
 def _blob_to_vec(b: bytes) -> np.ndarray:
     return np.frombuffer(b, dtype="<f4").astype(np.float32)
-
-
-def _sign(x: int) -> int:
-    return (x > 0) - (x < 0)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -470,11 +514,16 @@ class State:
             )
         return await self.session(session.id)
 
-    async def save_weights(self, session_id: int, weights: np.ndarray, labels: int) -> None:
-        """Store a refit's weight as the session's current classifier and in its history."""
+    async def save_weights(
+        self, session_id: int, weights: np.ndarray, labels: int, boundary: float | None = None
+    ) -> None:
+        """Store a refit's weight (and its decision boundary) as the session's current classifier and in its history."""
         blob, now = _vec_to_blob(weights), time.time()
         async with self._tx() as db:
-            await db.execute("UPDATE sessions SET weights = ? WHERE id = ?", (blob, session_id))
+            await db.execute(
+                "UPDATE sessions SET weights = ?, boundary = ? WHERE id = ?",
+                (blob, None if boundary is None else float(boundary), session_id),
+            )
             await db.execute(
                 "INSERT INTO weights_history (session_id, weights, labels, created_at) VALUES (?, ?, ?, ?)",
                 (session_id, blob, labels, now),
@@ -660,14 +709,38 @@ class State:
         )
         return [Tally(int(r["position"]), r["image_id"], int(r["up"]), int(r["down"])) for r in rows]
 
-    async def labels(self, session_id: int) -> dict[str, int]:
-        """Image id -> +1/-1: the sign of the sum of its votes in the session; ties are left out."""
+    async def consensus(self, session_id: int) -> Consensus:
+        """Every vote of the session combined (core.votes): soft labels, voter accuracies, agreement."""
         rows = await self._all(
-            "SELECT image_id, SUM(vote) AS total FROM votes WHERE session_id = ? "
-            "GROUP BY image_id HAVING total != 0",
+            "SELECT image_id, user_id, vote FROM votes WHERE session_id = ? ORDER BY image_id, user_id",
             (session_id,),
         )
-        return {r["image_id"]: _sign(int(r["total"])) for r in rows}
+        return combine((r["image_id"], int(r["user_id"]), int(r["vote"])) for r in rows)
+
+    async def labels(self, session_id: int) -> dict[str, int]:
+        """Image id -> +1/-1 by the combined votes of the session; contested images (ties) are left out."""
+        return (await self.consensus(session_id)).labels()
+
+    async def soft_labels(self, session_id: int) -> dict[str, float]:
+        """Image id -> soft label in [-1, 1] for every voted image; contested ones are 0.0."""
+        return (await self.consensus(session_id)).soft_labels()
+
+    async def shown(self, session_id: int) -> list[str]:
+        """Every image shown in the session's labelling rounds, oldest round first."""
+        rows = await self._all(
+            "SELECT i.image_id FROM round_items i JOIN rounds r ON r.id = i.round_id "
+            "WHERE r.session_id = ? AND r.kind = 'round' ORDER BY r.id, i.position",
+            (session_id,),
+        )
+        return list(dict.fromkeys(r["image_id"] for r in rows))
+
+    async def latest_round(self, session_id: int, kind: RoundKind = "round") -> Round | None:
+        """The session's most recent round of ``kind``, or None."""
+        row = await self._one(
+            "SELECT id FROM rounds WHERE session_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (session_id, kind),
+        )
+        return await self.round_by_id(int(row["id"])) if row else None
 
     # Telegram file ids
 
@@ -715,30 +788,46 @@ class State:
         """Rounds, labels (+/−), voters and agreement between voters for a session."""
         session = await self._existing_session(session_id)
         per_image = await self._all(
-            "SELECT image_id, SUM(vote) AS total, COUNT(*) AS n, MIN(vote) AS lo, MAX(vote) AS hi "
+            "SELECT image_id, COUNT(*) AS n, MIN(vote) AS lo, MAX(vote) AS hi "
             "FROM votes WHERE session_id = ? GROUP BY image_id",
             (session_id,),
         )
-        voters = await self._one(
-            "SELECT COUNT(DISTINCT user_id) FROM votes WHERE session_id = ?", (session_id,)
-        )
-        contested = [r for r in per_image if int(r["n"]) >= 2]
-        agreeing = sum(1 for r in contested if r["lo"] == r["hi"])
+        names = await self._voter_names(session_id)
+        consensus = await self.consensus(session_id)
+        shared = [r for r in per_image if int(r["n"]) >= 2]
+        agreeing = sum(1 for r in shared if r["lo"] == r["hi"])
+        labels = [e.label for e in consensus.images.values()]
         return Stats(
             concept=session.concept,
             active=session.active,
             rounds=await self.rounds(session_id),
-            positive=sum(1 for r in per_image if int(r["total"]) > 0),
-            negative=sum(1 for r in per_image if int(r["total"]) < 0),
-            ties=sum(1 for r in per_image if int(r["total"]) == 0),
-            voters=int(voters[0]) if voters else 0,
+            positive=labels.count(1),
+            negative=labels.count(-1),
+            ties=labels.count(0),
+            voters=len(consensus.voters),
             votes=sum(int(r["n"]) for r in per_image),
-            contested=len(contested),
-            agreement=agreeing / len(contested) if contested else None,
+            shared=len(shared),
+            agreement=agreeing / len(shared) if shared else None,
+            alpha=consensus.alpha,
+            estimator=consensus.estimator,
+            per_voter=tuple(
+                VoterStats(u, names.get(u, ""), v.votes, v.compared, v.agreement, v.accuracy)
+                for u, v in sorted(consensus.voters.items(), key=lambda kv: -kv[1].votes)
+            ),
         )
 
+    async def _voter_names(self, session_id: int) -> dict[int, str]:
+        rows = await self._all(
+            "SELECT user_id, user_name FROM votes WHERE session_id = ? ORDER BY voted_at, rowid",
+            (session_id,),
+        )
+        names: dict[int, str] = {}
+        for r in rows:
+            names[int(r["user_id"])] = r["user_name"] or names.get(int(r["user_id"]), "")
+        return names
+
     async def export(self, session_id: int) -> Export:
-        """The session's voted images with each voter's vote, and its classifier."""
+        """The session's voted images with each voter's vote, the combined label and soft label, and its classifier."""
         session = await self._existing_session(session_id)
         votes = await self._all(
             "SELECT v.image_id, v.user_id, v.user_name, v.vote, "
@@ -755,7 +844,12 @@ class State:
                 voters[uid] = v["user_name"] or voters.get(uid, "")
             row = rows.setdefault(v["image_id"], ExportRow(v["image_id"], v["url"] or "", 0, {}))
             row.votes[uid] = int(v["vote"])
-        final = [ExportRow(r.image_id, r.url, _sign(sum(r.votes.values())), r.votes) for r in rows.values()]
+        consensus = combine((r.image_id, uid, vote) for r in rows.values() for uid, vote in r.votes.items())
+        soft = consensus.soft_labels()
+        final = [
+            ExportRow(r.image_id, r.url, consensus.images[r.image_id].label, r.votes, soft[r.image_id])
+            for r in rows.values()
+        ]
         return Export(session, list(voters.items()), final)
 
 
@@ -769,4 +863,5 @@ def _session(row: aiosqlite.Row) -> Session:
         started_at=float(row["started_at"]),
         ended_at=row["ended_at"],
         active=bool(row["active"]),
+        boundary=None if row["boundary"] is None else float(row["boundary"]),
     )

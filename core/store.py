@@ -744,6 +744,7 @@ class ClickHouseStore:
             dim=self.dim,
             index=self.index_status(),
             model=self.model(),
+            cluster=self.layout.cluster,
         )
 
     def close(self) -> None:

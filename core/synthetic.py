@@ -60,6 +60,7 @@ class SyntheticConfig:
     txt_group_pull: float = 1.5  # how much a text leans to its group rather than its class
     txt_favourite: float = 0.3  # how much a text leans to one sub-cluster
     txt_error: float = 1.0  # how much a text leans to an unrelated concept (a "jaguar" the car)
+    txt_unrelated: int = 1  # how many unrelated concepts it leans to (each by txt_error)
     img_jitter: float = 1.1  # per-image meaning around its sub-cluster
     modality_overlap: float = 0.15  # cosine between the image and text common directions
     seed: int = 0
@@ -77,6 +78,7 @@ class SyntheticData:
     ids: list[str]
     vectors: np.ndarray  # float32 (n, dim), unit rows
     labels: np.ndarray  # int (n,)
+    modes: np.ndarray  # int (n,): the sub-cluster (visual mode) of each image within its class, -1: none
     text_vectors: np.ndarray  # float32 (n_classes, dim), unit rows
     class_names: list[str]
     groups: np.ndarray  # int (n_classes,): the confusable group of each class
@@ -125,6 +127,7 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticData:
 
     vecs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
+    modes: list[np.ndarray] = []
     favourite: list[np.ndarray] = []
     for k in range(n_classes):
         n_sub = int(rng.integers(c.subclusters[0], c.subclusters[1] + 1))
@@ -134,17 +137,25 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticData:
         sem = _mix(rng, sub_dir[which], c.img_jitter)
         vecs.append(_image(rng, c, img_common, sem))
         labels.append(np.full(sizes[k], k))
+        modes.append(which)
         favourite.append(sub_dir[int(np.argmax(share))])
     n_bg = c.n_images - int(sizes.sum())
     bg_sem = _unit(rng.standard_normal((n_bg, d)))
     vecs.append(_image(rng, c, img_common, bg_sem))
     labels.append(np.full(n_bg, -1))
+    modes.append(np.full(n_bg, -1))
 
+    unrelated = (
+        c.txt_error * class_dir[(np.arange(n_classes) + rng.integers(1, n_classes, n_classes)) % n_classes]
+    )
+    for _ in range(c.txt_unrelated - 1):  # drawn after the first, so one-concept data stays as it was
+        unrelated = (
+            unrelated
+            + c.txt_error
+            * class_dir[(np.arange(n_classes) + rng.integers(1, n_classes, n_classes)) % n_classes]
+        )
     text_sem = _unit(
-        class_dir
-        + c.txt_group_pull * group_dir[groups]
-        + c.txt_favourite * np.stack(favourite)
-        + c.txt_error * class_dir[(np.arange(n_classes) + rng.integers(1, n_classes, n_classes)) % n_classes]
+        class_dir + c.txt_group_pull * group_dir[groups] + c.txt_favourite * np.stack(favourite) + unrelated
     )
     text = _unit(
         c.txt_common * txt_common
@@ -159,6 +170,7 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticData:
         ids=[f"s{i:07d}" for i in range(c.n_images)],
         vectors=X,
         labels=y,
+        modes=np.concatenate(modes)[order],
         text_vectors=text.astype(np.float32),
         class_names=[f"concept-{g:02d}-{k:03d}" for k, g in enumerate(groups)],
         groups=groups,

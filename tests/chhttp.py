@@ -11,6 +11,8 @@ Rules of the real server it enforces (ClickHouse):
 - Every URL parameter and every form field value is at most ``http_max_field_value_size`` = 128 KiB
   (131072 bytes, decoded), else ``Field value too long`` (code 1000); the URL is at most
   ``http_max_uri_size`` = 1 MiB. https://clickhouse.com/docs/reference/settings/session-settings/http-max
+  The SQL text itself is at most ``max_query_size`` = 256 KiB (262144 bytes; the data after an
+  ``INSERT … FORMAT`` does not count), else a syntax error "Max query size exceeded" (code 62).
   (the same defaults are in chDB's ``system.settings``; ``HTMLForm`` in ClickHouse's ``src/Server/HTTP``
   throws the message).
 - External data: ``multipart/form-data`` file parts become temporary tables named after the part, typed by
@@ -79,6 +81,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 MAX_FIELD_VALUE = 128 * 1024  # http_max_field_value_size
 MAX_URI = 1024 * 1024  # http_max_uri_size
+MAX_QUERY = 256 * 1024  # max_query_size: the SQL text, not the data of an INSERT
 DEFAULT_SESSION_TIMEOUT = 60
 
 # URL parameters that are not ClickHouse settings, or settings of the HTTP interface that chDB lacks.
@@ -731,6 +734,11 @@ def serve(path: str, port: int, password: str = "", **engine_options: Any) -> No
                 for k, v in params.items()
                 if k not in _NOT_SETTINGS and k not in ext_params and not k.startswith("param_")
             }
+            if len(sql.encode()) > MAX_QUERY:
+                raise ServerError(
+                    62,
+                    f"Syntax error: failed at position {MAX_QUERY}: Max query size exceeded. (SYNTAX_ERROR)",
+                )
             fmt_m = _TRAILING_FORMAT.search(sql)
             out_format = fmt_m.group(1) if fmt_m else settings.get("default_format", "TabSeparated")
             tmp: str | None = None

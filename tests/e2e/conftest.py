@@ -146,14 +146,26 @@ def bot_settings(settings: Settings) -> Settings:
     return settings.with_(telegram_token=DEFAULT_TOKEN, album_size=9)
 
 
-def fill_store(settings: Settings, store: Any, images: ImageServer, n: int, *, seed: int = 0) -> Dataset:
-    """Insert ``n`` random unit vectors: two thirds from a folder, a third from "Unsplash" URLs.
+def fill_store(
+    settings: Settings,
+    store: Any,
+    images: ImageServer,
+    n: int,
+    *,
+    seed: int = 0,
+    vectors: np.ndarray | None = None,
+    contents: list[bytes] | None = None,
+) -> Dataset:
+    """Insert ``n`` random unit vectors (or ``vectors``): two thirds from a folder, a third from
+    "Unsplash" URLs.
 
-    Every image gets a cached thumbnail (as ingest keeps one); Unsplash ones are also served by
-    ``images`` so the fake Telegram can fetch them.
+    Every image gets a cached thumbnail (as ingest keeps one; ``contents`` gives their bytes);
+    Unsplash ones are also served by ``images`` so the fake Telegram can fetch them.
     """
-    rng = np.random.default_rng(seed)
-    vectors = rng.normal(size=(n, store.dim)).astype(np.float32)
+    if vectors is None:
+        rng = np.random.default_rng(seed)
+        vectors = rng.normal(size=(n, store.dim)).astype(np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cache = settings.image_cache_dir
     cache.mkdir(parents=True, exist_ok=True)
@@ -162,7 +174,7 @@ def fill_store(settings: Settings, store: Any, images: ImageServer, n: int, *, s
     for i in range(n):
         source = "unsplash" if i % 3 == 2 else "folder"
         image_id = f"{'u' if source == 'unsplash' else 'f'}{i:04d}"
-        content = jpeg(seed * 100_000 + i)
+        content = contents[i] if contents is not None else jpeg(seed * 100_000 + i)
         (cache / f"{image_id}.jpg").write_bytes(content)
         if source == "unsplash":
             images.images[f"{image_id}.jpg"] = content

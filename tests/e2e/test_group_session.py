@@ -1,7 +1,9 @@
-"""Three people label one concept in a group: separate votes, toggles, sign-of-sum labels, admin-only stop."""
+"""Three people label one concept in a group: separate votes, toggles, combined labels, no herding, admin-only stop."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from tests.e2e.conftest import (
@@ -21,38 +23,56 @@ GROUP = -1001
 ADMIN, ALICE, BOB = 11, 12, 13
 
 
-async def test_group_votes_are_per_user_and_labels_are_the_sign_of_the_sum(
+def voted_shown(buttons: list[str], i: int) -> int:
+    """How many voted on image ``i``, as a group keyboard shows it before Refine (``"👎 3 · 2 voted"``)."""
+    for text in buttons:
+        if m := re.fullmatch(rf"👎 {i}(?: · (\d+) voted)?", text):
+            return int(m[1] or 0)
+    raise LookupError(f"no 👎 {i} button in {buttons}")
+
+
+async def test_group_votes_are_per_user_and_combined_and_the_split_stays_hidden_until_refine(
     fake: FakeBotApi, bot: Any, dataset: Dataset
 ) -> None:
     fake.admins[GROUP] = {ADMIN}
 
-    async def vote(user: int, button: str) -> None:
-        since = fake.mark()
+    async def vote(user: int, button: str) -> str:
         query = fake.press(GROUP, user, r1.keyboard, button)
-        await callback_answer(fake, query)
-        await fake.wait_for("editMessageReplyMarkup", lambda c: c.chat_id == GROUP, since=since)
+        answer = await callback_answer(fake, query)
+        return str(answer.params.get("text", ""))
+
+    async def shows(check: Callable[[], bool]) -> None:
+        """Wait until an edit of the first round's keyboard makes ``check`` true (edits are debounced)."""
+        await fake.wait_for(
+            "editMessageReplyMarkup",
+            lambda c: c.params.get("message_id") == r1.keyboard["message_id"] and check(),
+            timeout=10,
+        )
 
     since = fake.mark()
     fake.user_message(GROUP, ALICE, f"/find@{BOT_USERNAME} snowy mountains", chat_type="group")
     r1 = await next_round(fake, dataset, GROUP, since=since)
     assert len(r1.ids) == 9
 
-    # Image 1: two 👍 and one 👎 -> positive.
-    await vote(ADMIN, "👍 1")
-    await vote(ALICE, "👍 1")
-    await vote(BOB, "👎 1")
-    assert (vote_count(r1.buttons, "👍", 1), vote_count(r1.buttons, "👎", 1)) == (2, 1)
-    # Image 2: one each -> a tie, unlabelled.
+    # Image 1: two 👍 and one 👎 -> positive. Each voter hears their own vote; the keyboard shows
+    # only how many voted, never the split, so later voters are not swayed by the majority.
+    assert "👍 1" in await vote(ADMIN, "👍 1")
+    assert "👍 1" in await vote(ALICE, "👍 1")
+    assert "👎 1" in await vote(BOB, "👎 1")
+    await shows(lambda: voted_shown(r1.buttons, 1) == 3)
+    assert "👍 1" in r1.buttons
+    assert not any(re.search(r"·\s*\d+$", b) for b in r1.buttons), r1.buttons
+    # Image 2: one each -> a tie: contested, no label.
     await vote(ADMIN, "👍 2")
     await vote(ALICE, "👎 2")
     # Image 3: Bob taps 👎 three times (on, off, on) -> one vote, negative.
     for _ in range(3):
         await vote(BOB, "👎 3")
-    assert vote_count(r1.buttons, "👎", 3) == 1
     # Image 4: the admin changes their mind from 👍 to 👎 -> negative.
     await vote(ADMIN, "👍 4")
     await vote(ADMIN, "👎 4")
-    assert (vote_count(r1.buttons, "👍", 4), vote_count(r1.buttons, "👎", 4)) == (0, 1)
+    await shows(lambda: voted_shown(r1.buttons, 2) == 2 and voted_shown(r1.buttons, 3) == 1)
+    await shows(lambda: voted_shown(r1.buttons, 4) == 1)
 
     # A member may not end the group's session; it goes on.
     since = fake.mark()
@@ -67,6 +87,7 @@ async def test_group_votes_are_per_user_and_labels_are_the_sign_of_the_sum(
     fake.user_message(GROUP, BOB, f"/stats@{BOT_USERNAME}", chat_type="group")
     stats = await reply_text(fake, GROUP, "agreement", since=since)
     assert "snowy mountains" in stats and "voters" in stats.lower()
+    assert "Krippendorff" in stats and stats.count("agrees with the others") == 3
 
     since = fake.mark()
     fake.user_message(GROUP, BOB, "/export", chat_type="group")
@@ -84,19 +105,42 @@ async def test_group_votes_are_per_user_and_labels_are_the_sign_of_the_sum(
     assert label_value(by_id[r1.ids[3]][voter_columns[ADMIN]]) == -1
     assert model["concept"] == "snowy mountains"
 
-    # Refine skips the three labelled images; the tied one may come back.
+    # Refine skips the labelled images and the 1:1 tie; the refined round now shows its split.
     since = fake.mark()
     fake.press(GROUP, ALICE, r1.keyboard, "🔁 Refine")
     r2 = await next_round(fake, dataset, GROUP, since=since)
-    assert not set(r2.ids) & {r1.ids[0], r1.ids[2], r1.ids[3]}
+    assert not set(r2.ids) & {r1.ids[0], r1.ids[1], r1.ids[2], r1.ids[3]}
+    await shows(lambda: vote_count(r1.buttons, "👍", 1) == 2)
+    assert (vote_count(r1.buttons, "👍", 1), vote_count(r1.buttons, "👎", 1)) == (2, 1)
+    assert (vote_count(r1.buttons, "👍", 2), vote_count(r1.buttons, "👎", 2)) == (1, 1)
+    # The tie stays out of later rounds too.
+    since = fake.mark()
+    fake.press(GROUP, BOB, r2.keyboard, "🔁 Refine")
+    r3 = await next_round(fake, dataset, GROUP, since=since)
+    assert r1.ids[1] not in r3.ids and not set(r3.ids) & set(r2.ids)
 
     # The admin ends the session; the old buttons are now dead.
     since = fake.mark()
     fake.user_message(GROUP, ADMIN, f"/reset@{BOT_USERNAME}", chat_type="group")
     await fake.wait_for("sendMessage", lambda c: c.chat_id == GROUP, since=since)
-    query = fake.press(GROUP, BOB, r2.keyboard, "👍 5")
+    query = fake.press(GROUP, BOB, r3.keyboard, "👍 5")
     answer = await callback_answer(fake, query)
     assert "no longer active" in str(answer.params.get("text", "")).lower()
+
+
+async def test_the_tallies_setting_shows_the_split_while_people_vote(
+    fake: FakeBotApi, start_bot: Any, dataset: Dataset
+) -> None:
+    async with start_bot(group_tallies=True):
+        since = fake.mark()
+        fake.user_message(GROUP, ALICE, "/find snowy mountains", chat_type="group")
+        r1 = await next_round(fake, dataset, GROUP, since=since)
+        for user, button in ((ALICE, "👍 1"), (BOB, "👎 1")):
+            await callback_answer(fake, fake.press(GROUP, user, r1.keyboard, button))
+        await fake.wait_for(
+            "editMessageReplyMarkup",
+            lambda c: (vote_count(r1.buttons, "👍", 1), vote_count(r1.buttons, "👎", 1)) == (1, 1),
+        )
 
 
 async def test_a_member_cannot_replace_the_running_session_and_ended_ones_stay_exportable(

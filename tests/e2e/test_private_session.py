@@ -111,12 +111,12 @@ async def test_private_session_from_concept_to_export(
     fake.user_message(CHAT, CHAT, "/export")
     csv_bytes, model = await exported(fake, CHAT, since=since)
     header, rows = read_csv(csv_bytes)
-    assert header[:3] == ["image_id", "url", "label"] and len(header) == 4  # one voter column
+    assert header[:4] == ["image_id", "url", "label", "soft_label"] and len(header) == 5  # one voter column
     labels = {r["image_id"]: label_value(r["label"]) for r in rows}
     assert {i for i, v in labels.items() if v > 0} == positive
     assert {i for i, v in labels.items() if v < 0} == negative
     assert all(r["url"] == dataset.urls[r["image_id"]] for r in rows)
-    assert all(label_value(r[header[3]]) == labels[r["image_id"]] for r in rows if labels[r["image_id"]])
+    assert all(label_value(r[header[4]]) == labels[r["image_id"]] for r in rows if labels[r["image_id"]])
     assert (
         model["concept"] == concept and model["dim"] == encoder.dim and len(model["weights"]) == encoder.dim
     )

@@ -131,7 +131,7 @@ async def test_m002_adds_processed_callbacks_to_a_version_1_database(db_path: Pa
     assert {"query_id", "round_id", "vote", "processed_at"} <= columns
 
 
-async def test_group_label_is_the_sign_of_the_vote_sum_and_a_tie_is_unlabelled(state: State) -> None:
+async def test_group_votes_combine_into_labels_and_a_tie_is_contested(state: State) -> None:
     session = await state.start_session(-100, "sunset", unit())
     rnd = await state.add_round(session.id, "round", items("a", "b", "c"))
     for user in (1, 2, 3):  # repeated taps by the same user never count twice
@@ -143,7 +143,11 @@ async def test_group_label_is_the_sign_of_the_vote_sum_and_a_tie_is_unlabelled(s
     assert await state.labels(session.id) == {"a": UP, "c": DOWN}
     stats = await state.stats(session.id)
     assert (stats.positive, stats.negative, stats.ties, stats.voters, stats.votes) == (1, 1, 1, 3, 6)
-    assert stats.contested == 2 and stats.agreement == 0.0  # "a" and "b" both split
+    assert stats.shared == 2 and stats.agreement == 0.0  # "a" and "b" both split
+    assert stats.alpha is not None and stats.alpha < 0  # every pair of votes on a shared image disagrees
+    soft = await state.soft_labels(session.id)
+    # 2:1 nets one vote: as sure as one voter alone; a tie is seen but has no label
+    assert soft["b"] == 0.0 and soft["a"] == pytest.approx(-soft["c"]) == pytest.approx(0.6)
     await state.toggle_vote(rnd.id, 1, 3, DOWN)  # user 3 removes the dissent on "a"
     stats = await state.stats(session.id)
     assert stats.agreement == 0.5
@@ -264,9 +268,9 @@ async def test_export_has_one_column_per_voter_and_the_classifier(state: State) 
     await state.toggle_vote(rnd.id, 2, 2, UP, "Bob")
     export = await state.export(session.id)
     rows = list(csv.reader(io.StringIO(export.labels_csv())))
-    assert rows[0] == ["image_id", "url", "label", "Ann (1)", "Bob (2)"]
-    assert rows[1] == ["a", "https://img.example/a", "0", "1", "-1"]
-    assert rows[2] == ["b", "https://img.example/b", "1", "", "1"]
+    assert rows[0] == ["image_id", "url", "label", "soft_label", "Ann (1)", "Bob (2)"]
+    assert rows[1] == ["a", "https://img.example/a", "0", "0.000", "1", "-1"]
+    assert rows[2] == ["b", "https://img.example/b", "1", "0.600", "", "1"]
     clf = json.loads(export.classifier_json())
     assert clf["concept"] == "red fox" and clf["dim"] == 4 and len(clf["weights"]) == 4 and clf["labels"] == 1
 
@@ -277,3 +281,27 @@ async def test_text_is_stored_as_given(state: State) -> None:
     assert (await state.session(session.id)).concept == concept  # type: ignore[union-attr]
     rnd = await state.add_round(session.id, "results", [RoundItem(1, "x'--", "u", score=0.5)])
     assert rnd.kind == "results" and rnd.items[0].image_id == "x'--" and rnd.items[0].score == 0.5
+
+
+async def test_m003_keeps_each_sessions_decision_boundary(db_path: Path) -> None:
+    assert MIGRATIONS[2].__name__ == "m003_session_boundary"
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:  # a version 2 database
+        await db.execute("BEGIN")
+        await m001_initial(db)
+        await MIGRATIONS[1](db)
+        await db.execute(
+            "INSERT INTO sessions (chat_id, concept, prior, weights, started_at) VALUES (5, 'fox', x'', x'', 0)"
+        )
+        await db.execute("PRAGMA user_version = 2")
+        await db.commit()
+    s = await State.open(db_path)
+    try:
+        old = await s.active_session(5)
+        assert old is not None and old.boundary is None
+        session = await s.start_session(6, "owl", unit())
+        await s.save_weights(session.id, unit(), 3, boundary=0.25)
+        saved = await s.session(session.id)
+        assert saved is not None and saved.boundary == pytest.approx(0.25)
+    finally:
+        await s.close()

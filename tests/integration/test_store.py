@@ -335,7 +335,9 @@ def _live(url_var: str, dialect: str, tmp_path: Path) -> None:
             want = [ids[i] for i in exact(X, q, 5, {0})]
             before = s.knn(q, 5, [ids[0]])
             assert [h.id for h in before] == want
-            np.testing.assert_allclose([h.distance for h in before], 1 - X[exact(X, q, 5, {0})] @ q, atol=1e-4)
+            np.testing.assert_allclose(
+                [h.distance for h in before], 1 - X[exact(X, q, 5, {0})] @ q, atol=1e-4
+            )
             assert s.index_create().built
             after = s.knn(q, 5, [ids[0]])
             assert len(after) == 5 and len({h.id for h in after} & set(want)) >= 4  # approximate search
@@ -353,12 +355,16 @@ def test_live_myscale(tmp_path: Path) -> None:
     _live("VDX_TEST_MYSCALE_URL", "myscale", tmp_path)
 
 
-@pytest.mark.skipif(not os.environ.get("VDX_TEST_CLICKHOUSE_URL"), reason="set VDX_TEST_CLICKHOUSE_URL to run")
+@pytest.mark.skipif(
+    not os.environ.get("VDX_TEST_CLICKHOUSE_URL"), reason="set VDX_TEST_CLICKHOUSE_URL to run"
+)
 def test_live_clickhouse(tmp_path: Path) -> None:
     _live("VDX_TEST_CLICKHOUSE_URL", "clickhouse", tmp_path)
 
 
-def test_http_store_deletes_rows_records_the_model_and_swaps_a_table(server: ChHttpServer, tmp_path: Path) -> None:
+def test_http_store_deletes_rows_records_the_model_and_swaps_a_table(
+    server: ChHttpServer, tmp_path: Path
+) -> None:
     from core.records import ModelIdentity
 
     cfg = Settings(data_dir=tmp_path / "data", db_url=server.url)

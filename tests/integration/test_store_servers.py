@@ -62,6 +62,8 @@ def test_a_parameter_over_128_kib_is_refused_as_the_server_does(tmp_path: Path) 
                 "SELECT count() FROM numbers(1) WHERE toString(number) IN {ids:Array(String)}", {"ids": ids}
             )
         assert c.query("SELECT {x:String}", {"x": "a" * 100_000}).result_rows == [("a" * 100_000,)]
+        with pytest.raises(DatabaseError, match="Max query size exceeded"):
+            c.query("SELECT length('" + "a" * 300_000 + "')")
 
 
 def test_temporary_tables_outlive_a_request_only_inside_a_session(tmp_path: Path) -> None:
@@ -147,6 +149,7 @@ def test_a_cluster_reads_and_writes_through_the_distributed_table(tmp_path: Path
             q = X[9]
             assert [h.id for h in s.knn(q, 5, [ids[9]])] == [ids[i] for i in exact(X, q, 5, {9})]
             assert s.index_create().built
+            assert s.info().cluster == "vdx" and s.info().table == "images"
         with http_store(srv, tmp_path, db_cluster="vdx") as s:
             assert s.dim == DIM and s.count() == 120  # the vector size is read from the local table
         rows = (
@@ -357,4 +360,6 @@ def test_vdx_index_create_waits_with_progress_or_not_at_all(
         out, err = capsys.readouterr()
         assert out.strip() == "index: MSTG Built 3/3 parts"
         assert "index: building, " in err and "/3 parts done" in err
-        assert main(["index", "status"]) == 0 and capsys.readouterr()[0].strip() == "index: MSTG Built 3/3 parts"
+        assert (
+            main(["index", "status"]) == 0 and capsys.readouterr()[0].strip() == "index: MSTG Built 3/3 parts"
+        )

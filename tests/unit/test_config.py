@@ -22,6 +22,7 @@ def test_defaults_use_embedded_database_under_data_dir() -> None:
         9,
     )
     assert s.allowed_chats == frozenset()
+    assert s.group_tallies is False  # groups see how many voted, not the split, until Refine
 
 
 def test_environment_overrides() -> None:
@@ -36,6 +37,7 @@ def test_environment_overrides() -> None:
             "VDX_TORCH_THREADS": "2",
             "VDX_ALLOWED_CHATS": "-100123, 42",
             "VDX_ALBUM_SIZE": "4",
+            "VDX_GROUP_TALLIES": "On",
             "TELEGRAM_BOT_TOKEN": " 123:abc ",
         }
     )
@@ -46,6 +48,7 @@ def test_environment_overrides() -> None:
     assert s.torch_threads == 2
     assert s.allowed_chats == {-100123, 42}
     assert s.album_size == 4
+    assert s.group_tallies is True
     assert s.telegram_token == "123:abc"
 
 
@@ -59,6 +62,7 @@ def test_environment_overrides() -> None:
         ({"VDX_ALLOWED_CHATS": "12,abc"}, "VDX_ALLOWED_CHATS"),
         ({"VDX_ALBUM_SIZE": "11"}, "VDX_ALBUM_SIZE"),
         ({"VDX_DB_URL": "mysql://x"}, "VDX_DB_URL"),
+        ({"VDX_GROUP_TALLIES": "sometimes"}, "VDX_GROUP_TALLIES"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
