@@ -87,11 +87,20 @@ async def test_cli_commands_run_in_the_bot_and_new_images_reach_the_next_round(
         code, out, err = await _vdx(env, tmp_path, "ingest", "folder", "nowhere")
         assert code == 2 and err.strip().endswith(f"no such directory: {(tmp_path / 'nowhere').resolve()}")
 
-        # The running bot's next round draws from the new images: no restart.
+        # The running bot's next round draws from the new images: no restart. (Random-noise photos
+        # embedded by a random model are near-duplicates of each other, so the round may hold one.)
         since = fake.mark()
         fake.user_message(CHAT, CHAT, "a photo of a dog")
-        [album] = (await fake.wait_for("sendMediaGroup", lambda c: c.chat_id == CHAT, 60, since=since))[:1]
-        assert len(album.params["media"]) == 9
+        await fake.wait_for_reply(CHAT, lambda t: True, timeout=60, since=since)
+        sent = [
+            c
+            for m in ("sendMediaGroup", "sendPhoto")
+            for c in fake.find(m, lambda c: c.chat_id == CHAT, since=since)
+        ]
+        assert sent, "the bot sent no images from the new collection"
+        assert not fake.find(
+            "sendMessage", lambda c: "no images yet" in str(c.params.get("text")), since=since
+        )
     finally:
         if bot.returncode is None:
             bot.send_signal(signal.SIGINT)
