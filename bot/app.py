@@ -11,7 +11,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -25,13 +25,14 @@ from telegram.ext import (
     filters,
 )
 
-from bot import texts
+from bot import redaction, texts
 from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
 from bot.ratelimit import FloodLimiter
+from bot.redaction import TokenRedactor
 from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
 from core.config import Settings
-from core.errors import ConfigError
+from core.errors import ConfigError, VdxError
 from core.events import CollectionEvents
 from core.explorer import Explorer
 from core.service import CommandServer
@@ -58,46 +59,9 @@ RATE_LIMIT_RETRIES = 3  # RetryAfter answers retried (after the wait Telegram as
 POLL_TIMEOUT_S = 10  # getUpdates long-poll length in production (PTB's run_polling default)
 
 
-class _RedactToken:
-    """A log record factory that replaces bot tokens in messages and tracebacks.
-
-    A record factory (rather than a filter) sees every record of every logger, including the
-    request URLs httpx logs and exception texts that quote the token, whatever handlers exist.
-    """
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-        self.tokens: set[str] = set()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
-        record: logging.LogRecord = self.base(*args, **kwargs)
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError):  # a malformed record: logging reports it itself
-            return record
-        if any(t in message for t in self.tokens):
-            record.msg, record.args = self.redact(message), None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            if any(t in text for t in self.tokens):
-                record.exc_text = self.redact(text)
-        return record
-
-    def redact(self, text: str) -> str:
-        for t in self.tokens:
-            text = text.replace(t, "<TELEGRAM_BOT_TOKEN>")
-        return text
-
-
-def redact_token_in_logs(token: str) -> None:
-    """Keep ``token`` out of every log record from now on (idempotent)."""
-    factory = logging.getLogRecordFactory()
-    if not isinstance(factory, _RedactToken):
-        factory = _RedactToken(factory)
-        logging.setLogRecordFactory(factory)
-    factory.tokens.add(token)
-    # httpx logs each request URL (which holds the token) at INFO
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def redact_token_in_logs(token: str) -> TokenRedactor:
+    """Keep ``token`` out of every log record and uncaught traceback from now on (idempotent)."""
+    return redaction.install(token)
 
 
 def _file_url(api_url: str) -> str:
@@ -260,14 +224,23 @@ def run_bot(
     token = settings.telegram_token
     if not token:
         raise ConfigError(texts.MISSING_TOKEN)
-    redact_token_in_logs(token)  # before the first request: httpx logs URLs, which hold the token
+    redact = redact_token_in_logs(token)  # before the first request: httpx logs URLs, which hold the token
     url = api_url or settings.telegram_api_url or TELEGRAM_API_URL
     webhook = None
     if webhook_url:
         # Telegram echoes this header, so forged webhook calls are refused
         secret = hashlib.sha256(token.encode()).hexdigest()[:64]
         webhook = Webhook(webhook_url, listen=listen, port=port, secret_token=secret)
-    asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+    try:
+        asyncio.run(_check(settings, url, on_ready) if check else _serve(settings, url, webhook, on_ready))
+    except (VdxError, KeyboardInterrupt):
+        raise
+    except TelegramError as e:  # PTB's start-up requests (deleteWebhook, setMyCommands, …) failed for good
+        log.info("the Bot API server failed the bot", exc_info=True)
+        raise VdxError(texts.bot_api_failed(redact(str(e)))) from None
+    except Exception as e:  # no traceback leaves `vdx bot`: the log has it (redacted), the person a line
+        log.critical("the bot stopped on an unexpected error", exc_info=True)
+        raise VdxError(texts.bot_crashed(redact(f"{type(e).__name__}: {e}"))) from None
 
 
 async def _check(settings: Settings, api_url: str, on_ready: Callable[[str], None] | None) -> None:
@@ -296,6 +269,8 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # then the state database: an unreadable one is told before the model loads
+    state: State | None = await State.open(settings.state_path)
     encoder = ClipEncoder.from_settings(settings)
     store = open_store(settings, dim=encoder.dim)
     server = None
@@ -306,7 +281,10 @@ async def _serve(
         if stop.is_set():  # interrupted while the model loaded
             return
         events = CollectionEvents()
-        app = build_application(settings, store=store, encoder=encoder, api_url=api_url, events=events)
+        app = build_application(
+            settings, store=store, encoder=encoder, state=state, api_url=api_url, events=events
+        )
+        state = None  # the application closes it at shutdown
         if store.backend == "chdb":
             server = serve_commands(settings, store, encoder, events)
         async with running(app, webhook=webhook, poll_timeout=POLL_TIMEOUT_S):
@@ -325,6 +303,8 @@ async def _serve(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if state is not None:
+            await state.close()
         if server is not None:
             server.close()
         store.close()

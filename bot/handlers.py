@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from telegram import Bot, CallbackQuery, Chat, InputFile, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import BadRequest, TelegramError
@@ -26,9 +24,20 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 from bot import keyboards, texts
 from bot.albums import AlbumSender
 from bot.edits import KeyboardEdits
+from bot.redaction import TokenRedactor
 from core.config import Settings
-from core.errors import BadConcept, EmptyDataset, OnlyNegativeTerms, StoreUnavailable, TooManyTerms, VdxError
+from core.errors import (
+    BadConcept,
+    EmptyDataset,
+    OnlyNegativeTerms,
+    StoreUnavailable,
+    TooManyTerms,
+    UnreadableImage,
+    VdxError,
+)
 from core.explorer import Explorer, ExplorerSession, MatchEstimate
+from core.images import load_rgb
+from core.ingest import ingested_folders, shared_url
 from core.query import parse
 from core.records import Hit, Scored
 from core.state import NoSession, Round, RoundItem, Session, StaleRound, State, Tally
@@ -92,7 +101,7 @@ def replies_on_error(fn: Handler) -> Handler:
             if isinstance(e, StaleRound) and query is not None:
                 await query.answer(texts.NO_LONGER_ACTIVE)
             elif update.effective_chat is not None:
-                await context.bot.send_message(update.effective_chat.id, error_text(e))
+                await context.bot.send_message(update.effective_chat.id, self.redact(error_text(e)))
 
     return wrapper  # type: ignore[return-value]
 
@@ -104,9 +113,9 @@ def _first_round(explorer: Explorer, concept: str, k: int) -> tuple[ExplorerSess
 
 def _photo_round(explorer: Explorer, data: bytes, text: str, k: int) -> tuple[ExplorerSession, list[Hit]]:
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            image = im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
+        image = load_rgb(data)  # within core.images' pixel budget: a bomb is refused before decoding
+    except UnreadableImage as e:
+        log.info("could not read a photo: %s", e)
         raise UnreadablePhoto() from e
     session = explorer.start_image(image, texts.photo_concept(text), text)
     return session, explorer.next_batch(session, k)
@@ -157,6 +166,7 @@ class Handlers:
     ) -> None:
         self.settings = settings
         self.explorer = explorer
+        self.redact = TokenRedactor(settings.telegram_token)  # for texts that quote an error
         self._state = state
         self.albums = AlbumSender(settings, lambda: self.state)
         self.edits = edits or KeyboardEdits()
@@ -278,8 +288,10 @@ class Handlers:
         async with self._chat_locks[chat.id]:
             await self._fitted(session)  # the classifier in the file has learned from every vote
             export = await self.state.export(session.id)
+        folders = ingested_folders(self.settings)
+        labels = export.labels_csv(lambda url: shared_url(url, folders))  # not the server's own paths
         bot = context.bot
-        await bot.send_document(chat.id, InputFile(export.labels_csv().encode(), filename="labels.csv"))
+        await bot.send_document(chat.id, InputFile(labels.encode(), filename="labels.csv"))
         await bot.send_document(
             chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
         )

@@ -203,3 +203,13 @@ REJECTED_TOKEN = (
     "the Bot API server rejected TELEGRAM_BOT_TOKEN (401 Unauthorized): check the token, "
     "or get a new one from @BotFather"
 )
+
+
+def bot_api_failed(reason: str) -> str:
+    """``vdx bot`` could not talk to the Bot API server (``reason`` already free of the token)."""
+    return f"the Bot API server failed the bot: {short(reason, 200)} (check VDX_TELEGRAM_API_URL and the network)"
+
+
+def bot_crashed(reason: str) -> str:
+    """``vdx bot`` stopped on an error nobody expected (``reason`` already free of the token)."""
+    return f"the bot stopped on an unexpected error: {short(reason, 200)} (the log above has the details)"

@@ -171,3 +171,34 @@ def innermost_reason(e: BaseException, limit: int = 200) -> str:
         return os.strerror(e.errno)
     text = " ".join(str(e).split()) or type(e).__name__
     return text[:limit]
+
+
+class StateUnavailable(VdxError):
+    """The SQLite state database cannot be opened or read (unreadable file, I/O error, not a database)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"cannot open the state database {path}: {reason}; check the disk and the file's "
+            "permissions, or point VDX_DATA_DIR elsewhere"
+        )
+
+
+class UnreadableImage(VdxError):
+    """Image bytes that cannot be decoded (not an image, truncated, corrupt)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ImageTooLarge(UnreadableImage):
+    """An image that would decode to more pixels than the budget allows (or a decompression bomb)."""
+
+    def __init__(self, width: int, height: int, max_pixels: int, detail: str = "") -> None:
+        self.width = width
+        self.height = height
+        self.max_pixels = max_pixels
+        size = f"{width} x {height} pixels" if width and height else detail or "too many pixels"
+        super().__init__(f"the image is too large to decode ({size}; at most {max_pixels:,} pixels)")

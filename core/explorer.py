@@ -24,6 +24,7 @@ no images and sets :attr:`ExplorerSession.exhausted`: nothing else in the collec
 
 from __future__ import annotations
 
+import unicodedata
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,14 @@ DEFAULT_STRATEGY: Strategy = "mixed"  # best on the labelling benchmark (bench/r
 # results album: a resized or recompressed copy, or a burst. Chosen in bench/results/labelling.md:
 # far above the nearest distinct neighbour in the synthetic data, below what a resized copy gives.
 DUPLICATE_COSINE = 0.95
+
+
+def concept_text(concept: str) -> str:
+    """``concept`` as it is searched: control characters (NUL and the like) dropped, whitespace runs
+    made one space; "" when nothing visible is left (only zero-width, format or space characters)."""
+    text = " ".join("".join(c for c in concept if unicodedata.category(c) != "Cc").split())
+    visible = any(unicodedata.category(c)[0] not in "CZ" for c in text)
+    return text if visible else ""
 
 
 @dataclass
@@ -112,8 +121,9 @@ class Explorer:
 
     def start_text(self, concept: str) -> ExplorerSession:
         """Embed ``concept`` (a text, or a composite such as ``red car -truck``, see :mod:`core.query`)
-        and start a session from it; raises :class:`BadConcept` for blank text."""
-        text = " ".join(concept.split())
+        and start a session from it; raises :class:`BadConcept` for text with nothing visible in it
+        (blank, or only zero-width and control characters)."""
+        text = concept_text(concept)
         query = parse(text)
         encoder = self._encoder()
         session = self.start_vector(text, compose(query, encoder.embed_texts))

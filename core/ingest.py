@@ -974,6 +974,7 @@ def ingest_folder(
     report.total = len(images) + len(report.broken)
     if not report.total:
         raise IngestError(f"no jpg, jpeg, png or webp images below {path.resolve()}")
+    remember_folder(settings, path)
     if store.count():
         check_model(store, encoder)
     plan = plan_folder(path, images, store, report)
@@ -1075,6 +1076,40 @@ def reembed(
         events.publish(ImagesIngested(ids=tuple(r.id for r in rows), source="reembed"))
     report.seconds += time.perf_counter() - started
     return report
+
+
+FOLDERS_FILE = "folders.txt"  # in the data dir: every folder ingested, one absolute path a line
+
+
+def remember_folder(settings: Settings, path: Path) -> None:
+    """Record ``path`` as an ingested folder, so exports can name its images relative to it."""
+    root = str(path.resolve())
+    known = ingested_folders(settings)
+    if Path(root) not in known:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with (settings.data_dir / FOLDERS_FILE).open("a", encoding="utf-8") as f:
+            f.write(root + "\n")
+
+
+def ingested_folders(settings: Settings) -> list[Path]:
+    """The folders ``vdx ingest folder`` has read into this data dir, deepest first."""
+    try:
+        lines = (settings.data_dir / FOLDERS_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return sorted({Path(line) for line in lines if line.strip()}, key=lambda p: -len(p.parts))
+
+
+def shared_url(url: str, folders: Sequence[Path]) -> str:
+    """``url`` as it may be shown to other people: a folder image (``file://``) by its path relative to
+    the ingested folder it came from (else by its file name), never by the server's absolute path."""
+    if not url.startswith("file://"):
+        return url
+    path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+    for root in folders:
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return path.name
 
 
 # ---------------------------------------------------------------------------------------------------

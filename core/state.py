@@ -10,9 +10,8 @@ is weighed by the one-coin Dawid–Skene estimate of their accuracy).
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -23,7 +22,8 @@ from typing import Literal
 import aiosqlite
 import numpy as np
 
-from core.errors import VdxError
+from core.errors import StateUnavailable, VdxError
+from core.spreadsheet import csv_text
 from core.votes import Consensus, combine
 
 RoundKind = Literal["round", "results"]
@@ -178,33 +178,32 @@ class Export:
     voters: list[tuple[int, str]]  # (user id, display name), in order of first vote
     rows: list[ExportRow]
 
-    def labels_csv(self) -> str:
+    def labels_csv(self, shown_url: Callable[[str], str] | None = None) -> str:
         """``image_id,url,label,soft_label,<one column per voter>``; a voter's cell is 1, -1 or empty.
 
         ``label`` is 1, -1 or 0 (contested); ``soft_label`` is in [-1, 1] (2 P(👍) - 1, see core.votes).
+        ``shown_url`` rewrites each url (the bot hides the server's paths of folder images). Every cell
+        is spreadsheet-safe (display names are anyone's text: never a formula).
         """
-        out = io.StringIO()
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(
+        show = shown_url or (lambda url: url)
+        header = [
+            "image_id",
+            "url",
+            "label",
+            "soft_label",
+            *(_voter_column(uid, name) for uid, name in self.voters),
+        ]
+        rows = (
             [
-                "image_id",
-                "url",
-                "label",
-                "soft_label",
-                *(_voter_column(uid, name) for uid, name in self.voters),
+                r.image_id,
+                show(r.url),
+                r.label,
+                f"{r.soft:.3f}",
+                *(r.votes.get(uid, "") for uid, _ in self.voters),
             ]
+            for r in self.rows
         )
-        for r in self.rows:
-            w.writerow(
-                [
-                    r.image_id,
-                    r.url,
-                    r.label,
-                    f"{r.soft:.3f}",
-                    *(r.votes.get(uid, "") for uid, _ in self.voters),
-                ]
-            )
-        return out.getvalue()
+        return csv_text([header, *rows])
 
     def classifier_json(self) -> str:
         """The classifier: concept, dimension, unit weight vector and label counts."""
@@ -395,8 +394,11 @@ class State:
     async def open(cls, path: Path | str) -> State:
         """Open (creating and migrating if needed) the SQLite file at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)  # explicit transactions below
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path, isolation_level=None)  # explicit transactions below
+        except (OSError, sqlite3.Error) as e:
+            raise StateUnavailable(str(path), str(e)) from e
         db.row_factory = aiosqlite.Row
         try:
             await db.execute("PRAGMA journal_mode = WAL")
@@ -407,6 +409,9 @@ class State:
             await db.execute("PRAGMA foreign_keys = ON")
             await db.execute("PRAGMA busy_timeout = 5000")
             await migrate(db)
+        except sqlite3.Error as e:
+            await db.close()
+            raise StateUnavailable(str(path), str(e)) from e
         except BaseException:
             await db.close()
             raise

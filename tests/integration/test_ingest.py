@@ -310,3 +310,21 @@ def test_ingest_vectors_single_npy_with_csv_ids_and_bad_rows(tmp_path: Path, set
             np.save(tmp_path / "lonely.npy", X)
             ingest_vectors(tmp_path / "lonely.npy", store, progress=False)
         assert store.count() == 3
+
+
+def test_exports_name_folder_images_relative_to_the_ingested_folder(tmp_path: Path) -> None:
+    from core.config import Settings
+    from core.ingest import ingested_folders, remember_folder, shared_url
+
+    settings = Settings(data_dir=tmp_path / "data")
+    outer, inner = tmp_path / "photos", tmp_path / "photos" / "trips"
+    inner.mkdir(parents=True)
+    remember_folder(settings, outer)
+    remember_folder(settings, inner)
+    remember_folder(settings, outer)  # once is enough
+    folders = ingested_folders(settings)
+    assert folders == [inner.resolve(), outer.resolve()]
+    assert shared_url((inner / "2024" / "a b.jpg").as_uri(), folders) == "2024/a b.jpg"
+    assert shared_url((outer / "c.png").as_uri(), folders) == "c.png"
+    assert shared_url("file:///elsewhere/secret/d.jpg", folders) == "d.jpg"  # never the absolute path
+    assert shared_url("https://images.unsplash.com/x?w=640", folders) == "https://images.unsplash.com/x?w=640"
