@@ -17,7 +17,7 @@ from bench import RESULTS
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
-ORDER = ["ingest", "knn", "http_store", "labelling", "bot_latency", "models", "photo_memory"]
+ORDER = ["ingest", "knn", "http_store", "matches", "labelling", "bot_latency", "models", "photo_memory"]
 
 HEADER = """# Benchmarks
 

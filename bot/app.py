@@ -49,8 +49,13 @@ COMMANDS = [
     BotCommand("more", "next round (🔁 Refine)"),
     BotCommand("results", "best images so far (⭐ Results)"),
     BotCommand("stats", "rounds, labels and voters"),
-    BotCommand("export", "labels as CSV, classifier as JSON (/export N: session N)"),
+    BotCommand("export", "labels and matches as CSV, classifier as JSON (/export N: session N)"),
     BotCommand("sessions", "this chat's sessions, by number"),
+    BotCommand("save", "keep this classifier: /save NAME"),
+    BotCommand("concepts", "the saved concepts"),
+    BotCommand("forget", "delete a saved concept: /forget NAME"),
+    BotCommand("watch", "post new images a saved concept accepts: /watch NAME"),
+    BotCommand("unwatch", "stop those alerts: /unwatch NAME"),
     BotCommand("reset", "end the session"),
     BotCommand("help", "how it works"),
 ]
@@ -95,6 +100,7 @@ def build_application(
 
     async def post_init(app: Application) -> None:
         await handlers.open()
+        handlers.start_alerts(app.bot)
         try:
             await app.bot.set_my_commands(COMMANDS)
         except TelegramError as e:  # only the command menu is missing; the bot works
@@ -141,6 +147,11 @@ def _register(app: Application, h: Handlers) -> None:
             CommandHandler("stats", h.stats, filters=new),
             CommandHandler("export", h.export, filters=new),
             CommandHandler("sessions", h.sessions, filters=new),
+            CommandHandler("save", h.save, filters=new),
+            CommandHandler("concepts", h.concepts, filters=new),
+            CommandHandler("forget", h.forget, filters=new),
+            CommandHandler("watch", h.watch, filters=new),
+            CommandHandler("unwatch", h.unwatch, filters=new),
             MessageHandler(new & filters.COMMAND, h.unknown),
             MessageHandler(
                 new & filters.PHOTO & (filters.ChatType.PRIVATE | filters.CaptionRegex(r"^/find")), h.photo

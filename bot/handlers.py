@@ -8,8 +8,10 @@ in order. Model and vector-database work runs in worker threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from bot import keyboards, texts
 from bot.albums import AlbumSender
 from bot.edits import KeyboardEdits
 from bot.redaction import TokenRedactor
+from core import export as exports
+from core.alerts import Alert, Alerts
 from core.config import Settings
 from core.errors import (
     BadConcept,
@@ -39,8 +43,8 @@ from core.explorer import Explorer, ExplorerSession, MatchEstimate
 from core.images import load_rgb
 from core.ingest import ingested_folders, shared_url
 from core.query import parse
-from core.records import Hit, Scored
-from core.state import NoSession, Round, RoundItem, Session, StaleRound, State, Tally
+from core.records import Hit, MatchPage, Scored
+from core.state import MatchView, NoSession, Round, RoundItem, SavedConcept, Session, StaleRound, State, Tally
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,24 @@ ADMINS = (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 # getFile serves files up to 20 MB (https://core.telegram.org/bots/api#getfile); a self-hosted Bot
 # API server serves originals of any size, which are refused before they are downloaded.
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
+
+
+NAME = re.compile(r"[\w-]{1,32}")
+
+
+class BadName(VdxError):
+    """A saved concept's name that is empty, too long or has spaces or symbols."""
+
+    def __init__(self) -> None:
+        super().__init__(texts.BAD_NAME)
+
+
+class UnknownConcept(VdxError):
+    """A name that is not one of the chat's saved concepts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(texts.unknown_concept(name))
 
 
 class UnreadablePhoto(VdxError):
@@ -153,6 +175,10 @@ class Taught:
     last_round: list[str]  # the images of the latest labelling round
 
 
+def _saved_round(explorer: Explorer, saved: SavedConcept, k: int) -> list[Hit]:
+    return explorer.next_batch(explorer.resume(saved.concept, saved.prior, saved.weights, saved.labels), k)
+
+
 class Handlers:
     """The bot's handlers, bound to one explorer and one state database."""
 
@@ -171,6 +197,9 @@ class Handlers:
         self.albums = AlbumSender(settings, lambda: self.state)
         self.edits = edits or KeyboardEdits()
         self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._alerts_task: asyncio.Task[None] | None = None
+        self._alerts_wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def state(self) -> State:
@@ -187,10 +216,69 @@ class Handlers:
             self._state = await State.open(self.settings.state_path)
 
     async def close(self, app: Any = None) -> None:
-        """``post_shutdown``: drop pending keyboard edits, close the state database."""
+        """``post_shutdown``: stop the alerts, drop pending keyboard edits, close the state database."""
+        await self.stop_alerts()
         await self.edits.close()
         if self._state is not None:
             await self._state.close()
+
+    # --- alerts ---------------------------------------------------------------------------------
+
+    def start_alerts(self, bot: Bot) -> None:
+        """Look for newly ingested images every ``VDX_ALERT_INTERVAL`` seconds and post alerts."""
+        if self._alerts_task is None:
+            self._loop = asyncio.get_running_loop()
+            self._alerts_task = asyncio.create_task(self._alert_loop(bot), name="vdx-alerts")
+
+    def images_ingested(self, event: object = None) -> None:
+        """An ingest stored images: look for alerts now rather than at the next interval. Safe to call
+        from any thread (ingests insert from worker threads)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._alerts_wake.set)
+
+    async def stop_alerts(self) -> None:
+        """Stop the alert loop (idempotent)."""
+        task, self._alerts_task = self._alerts_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _alert_loop(self, bot: Bot) -> None:
+        alerts = Alerts(self.explorer.store, self.state, self.settings.album_size)
+        while True:
+            try:
+                for alert in await alerts.due():
+                    await self._post_alert(bot, alert)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the loop must outlive one failed look (database down, chat gone)
+                log.exception("looking for new images to alert on failed; trying again later")
+            # While rows are arriving, look again in a second (an ingest is over once nothing new
+            # came in between two looks); else at the interval, or as soon as an ingest says so.
+            wait = 1.0 if alerts.settling else self.settings.alert_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._alerts_wake.wait(), wait)
+            self._alerts_wake.clear()
+
+    async def _post_alert(self, bot: Bot, alert: Alert) -> None:
+        """One album of a watched concept's best new matches, then how many there are."""
+        items = [
+            RoundItem(i + 1, m.id, m.url, m.caption, m.source, m.score) for i, m in enumerate(alert.items)
+        ]
+        try:
+            sent = await self.albums.send(
+                bot,
+                alert.chat_id,
+                items,
+                lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption),
+            )
+            await bot.send_message(
+                alert.chat_id,
+                texts.alert(alert.concept.name, alert.concept.concept, len(sent.items), alert.total),
+            )
+        except TelegramError as e:  # e.g. the bot was removed from the chat; the watch stays
+            log.warning("could not post an alert for %r to chat %s: %s", alert.concept.name, alert.chat_id, e)
 
     # --- guards ---------------------------------------------------------------------------------
 
@@ -281,20 +369,89 @@ class Handlers:
 
     @replies_on_error
     async def export(self, update: Update, context: Context) -> None:
-        """``/export [N]``: ``labels.csv`` (a column per voter) and ``classifier.json``; N: the chat's session N."""
+        """``/export [N]``: ``labels.csv`` (a column per voter), ``classifier.json`` and every match in
+        ``matches.csv`` (gzip-compressed when large, cut to Telegram's 50 MB with a note); N: the chat's
+        session N."""
         chat = _chat(update)
         if (session := await self._chosen_session(update, context)) is None:
             return
         async with self._chat_locks[chat.id]:
-            await self._fitted(session)  # the classifier in the file has learned from every vote
-            export = await self.state.export(session.id)
+            await self._fitted(session)  # the classifier in the files has learned from every vote
+            bundle = await exports.bundle_for(self.state, self.explorer, session.id)
         folders = ingested_folders(self.settings)
-        labels = export.labels_csv(lambda url: shared_url(url, folders))  # not the server's own paths
+        shared = functools.partial(shared_url, folders=folders)  # not the server's own paths
+        labels = bundle.export.labels_csv(shared)
+        matches = await asyncio.to_thread(exports.matches_document, bundle, url=shared)
         bot = context.bot
         await bot.send_document(chat.id, InputFile(labels.encode(), filename="labels.csv"))
         await bot.send_document(
-            chat.id, InputFile(export.classifier_json().encode(), filename="classifier.json")
+            chat.id, InputFile(exports.classifier_json(bundle).encode(), filename="classifier.json")
         )
+        await bot.send_document(
+            chat.id,
+            InputFile(matches.content, filename=matches.filename),
+            caption=texts.matches_file(matches.rows, matches.total, bundle.threshold),
+        )
+        if matches.cut:
+            await bot.send_message(chat.id, texts.matches_cut(matches.rows, matches.total, session.id))
+
+    @replies_on_error
+    async def save(self, update: Update, context: Context) -> None:
+        """``/save NAME``: keep the chat's classifier (weight, prior, boundary, labels) under a name."""
+        name = _name(context)
+        chat = _chat(update).id
+        if (session := await self.state.latest_session(chat)) is None:
+            await _message(update).reply_text(texts.NO_SESSION_YET)
+            return
+        async with self._chat_locks[chat]:
+            es = await self._fitted(session)  # what is kept has learned from every vote
+            labels = await self.state.labels(session.id)
+            saved, replaced = await self.state.save_concept(
+                chat, name, session, es.weights, self.explorer.boundary(es), labels
+            )
+        await _message(update).reply_text(texts.saved(saved, replaced))
+
+    @replies_on_error
+    async def concepts(self, update: Update, context: Context) -> None:
+        """``/concepts``: the chat's saved concepts."""
+        chat = _chat(update).id
+        saved = await self.state.saved_concepts(chat)
+        watched = {w.concept.id for w in await self.state.watches() if w.chat_id == chat}
+        await _message(update).reply_text(texts.concept_list(saved, watched))
+
+    @replies_on_error
+    async def forget(self, update: Update, context: Context) -> None:
+        """``/forget NAME``: delete a saved concept (and stop watching it)."""
+        name = _name(context)
+        if await self.state.forget_concept(_chat(update).id, name) is None:
+            raise UnknownConcept(name)
+        await _message(update).reply_text(texts.forgotten(name))
+
+    @replies_on_error
+    async def watch(self, update: Update, context: Context) -> None:
+        """``/watch NAME``: post the new images a saved concept accepts whenever images are ingested."""
+        chat = _chat(update).id
+        saved = await self._saved(chat, _name(context))
+        if saved.threshold is None:
+            await _message(update).reply_text(texts.watch_needs_boundary(saved.name))
+            return
+        latest = await asyncio.to_thread(self.explorer.store.latest_added)
+        added = await self.state.watch(chat, saved, latest)
+        await _message(update).reply_text(texts.watching(saved.name, added))
+
+    @replies_on_error
+    async def unwatch(self, update: Update, context: Context) -> None:
+        """``/unwatch NAME``: stop the alerts of a saved concept."""
+        chat = _chat(update).id
+        saved = await self._saved(chat, _name(context))
+        removed = await self.state.unwatch(chat, saved)
+        await _message(update).reply_text(texts.unwatched(saved.name, removed))
+
+    async def _saved(self, chat: int, name: str) -> SavedConcept:
+        saved = await self.state.saved_concept(chat, name)
+        if saved is None:
+            raise UnknownConcept(name)
+        return saved
 
     @replies_on_error
     async def sessions(self, update: Update, context: Context) -> None:
@@ -335,6 +492,8 @@ class Handlers:
         press = keyboards.parse(query.data)
         if isinstance(press, keyboards.VotePress):
             await self._vote(context.bot, query, press)
+        elif isinstance(press, keyboards.PagePress):
+            await self._next_page(context.bot, update, query, press)
         else:
             await self._control(context.bot, update, query, press)
 
@@ -408,6 +567,10 @@ class Handlers:
         chat = _chat(update)
         if not concept.strip():
             raise BadConcept(texts.EMPTY_CONCEPT)
+        words = concept.split()
+        if len(words) == 1 and words[0].startswith("@") and len(words[0]) > 1:
+            await self._start_saved(update, bot, words[0][1:])
+            return
         async with self._chat_locks[chat.id]:
             previous = await self._replaceable(bot, chat, update)
             with self.edits.new_round(chat.id) as new:
@@ -417,6 +580,16 @@ class Handlers:
                 new.round_id = await self._new_session(bot, chat.id, es, hits, previous)
         if es.truncated:
             await _message(update).reply_text(texts.TRUNCATED)
+
+    async def _start_saved(self, update: Update, bot: Bot, name: str) -> None:
+        """``/find @NAME``: a new session that continues a saved concept (its weight and labels)."""
+        chat = _chat(update)
+        saved = await self._saved(chat.id, name)
+        async with self._chat_locks[chat.id]:
+            previous = await self._replaceable(bot, chat, update)
+            with self.edits.new_round(chat.id) as new:
+                hits = await asyncio.to_thread(_saved_round, self.explorer, saved, self.settings.album_size)
+                new.round_id = await self._new_session(bot, chat.id, None, hits, previous, saved)
 
     async def _start_photo(self, update: Update, bot: Bot, msg: Message, text: str) -> None:
         chat = _chat(update)
@@ -452,11 +625,21 @@ class Handlers:
         return active
 
     async def _new_session(
-        self, bot: Bot, chat: int, es: ExplorerSession, hits: Sequence[Hit], previous: Session | None
+        self,
+        bot: Bot,
+        chat: int,
+        es: ExplorerSession | None,
+        hits: Sequence[Hit],
+        previous: Session | None,
+        saved: SavedConcept | None = None,
     ) -> int | None:
-        """Start the session (ending ``previous``) and send its first round (its id is returned);
-        say how to export the old one."""
-        session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
+        """Start the session (from ``es``, or continuing ``saved``; ending ``previous``) and send its first
+        round (its id is returned); say how to export the old one."""
+        if saved is not None:
+            session = await self.state.start_from_saved(chat, saved)
+        else:
+            assert es is not None
+            session = await self.state.start_session(chat, es.concept, es.prior, es.weights)
         round_id = await self._send_round(bot, session, hits)
         if previous is not None:
             number = await self.state.session_number(previous.id)
@@ -521,24 +704,75 @@ class Handlers:
             log.info("could not show the split of round %s: %s", rnd.id, e)
 
     async def _results(self, bot: Bot, chat: int) -> None:
+        """The best images now (no two near-copies), how many images match, and ▶ for the rest of them."""
+        k = self.settings.album_size
         async with self._chat_locks[chat]:
             session = await self._active(chat)
-            es, top, estimate = await asyncio.to_thread(
-                _results, self.explorer, session, await self._taught(session), self.settings.album_size
+            es = await self._fitted(session)  # refitted on every vote so far: no 🔁 Refine needed
+            query = self.explorer.match_query(es)
+            top = await asyncio.to_thread(self.explorer.top, es, k)
+            count = await asyncio.to_thread(self.explorer.matches, query, 0)
+            view = await self.state.add_match_view(session.id, query, count.total)
+            shown = await self._send_scored(bot, session, top, 0)
+            if not shown:
+                return
+            # The listing continues after the album's ranks; ▶ pages through it in the store's order.
+            more = view.total - k
+            await bot.send_message(
+                chat,
+                texts.results_count(session.concept, shown, view.total, query.threshold),
+                reply_markup=keyboards.next_page_keyboard(view.id, k, min(more, k)) if more > 0 else None,
             )
-            await self._save_fit(session, es)
-            items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(top)]
-            sent = await self.albums.send(
-                bot, chat, items, lambda it: texts.results_caption(it.position, it.score or 0.0, it.caption)
+
+    async def _next_page(
+        self, bot: Bot, update: Update, query: CallbackQuery, press: keyboards.PagePress
+    ) -> None:
+        """▶: the next page of a kept listing, ranked by the classifier it was made with."""
+        view = await self.state.match_view(press.view_id)
+        chat = _chat(update).id
+        if view is None or view.chat_id != chat:
+            raise StaleRound()
+        session = await self.state.session(view.session_id)
+        assert session is not None
+        if press.offset >= view.total:
+            await query.answer(texts.LAST_PAGE)
+            return
+        await query.answer("Loading…")
+        async with self._chat_locks[chat]:
+            page = await asyncio.to_thread(
+                self.explorer.matches, view.query, self.settings.album_size, press.offset
             )
-            rnd = await self.state.add_round(session.id, "results", sent.items)
-            await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
-            if not sent.items:
-                await bot.send_message(chat, texts.NO_PHOTOS_SENT)
-            else:
-                await bot.send_message(
-                    chat, texts.results_message(session.concept, len(sent.items), estimate)
-                )
+            await self._send_page(bot, session, view, page)
+
+    async def _send_page(self, bot: Bot, session: Session, view: MatchView, page: MatchPage) -> None:
+        """A page of matches as an album, then the count and a ▶ button while there are more."""
+        shown = await self._send_scored(bot, session, page.items, page.offset)
+        if not shown:
+            return
+        end = page.offset + len(page.items)
+        more = view.total - end
+        await bot.send_message(
+            session.chat_id,
+            texts.matches_message(session.concept, page.offset + 1, end, view.total, page.threshold),
+            reply_markup=keyboards.next_page_keyboard(view.id, end, min(more, self.settings.album_size))
+            if more > 0
+            else None,
+        )
+
+    async def _send_scored(self, bot: Bot, session: Session, scored: Sequence[Scored], offset: int) -> int:
+        """Ranked images as an album (captions: rank and score), recorded as a results round."""
+        items = [RoundItem(i + 1, s.id, s.url, s.caption, s.source, s.score) for i, s in enumerate(scored)]
+        sent = await self.albums.send(
+            bot,
+            session.chat_id,
+            items,
+            lambda it: texts.results_caption(offset + it.position, it.score or 0.0, it.caption),
+        )
+        rnd = await self.state.add_round(session.id, "results", sent.items)
+        await self.state.mark_round(rnd.id, sent.status, sent.message_ids)
+        if not sent.items and scored:
+            await bot.send_message(session.chat_id, texts.NO_PHOTOS_SENT)
+        return len(sent.items)
 
     async def _stop(self, bot: Bot, chat: int) -> None:
         async with self._chat_locks[chat]:
@@ -609,6 +843,15 @@ class _quietly:
             log.warning("could not tell the chat about an error: %s", exc)
             return True
         return False
+
+
+def _name(context: Context) -> str:
+    """The NAME argument of /save, /forget, /watch, /unwatch (a leading @ is allowed)."""
+    args = context.args or []
+    name = args[0].removeprefix("@") if len(args) == 1 else ""
+    if not NAME.fullmatch(name):
+        raise BadName()
+    return name
 
 
 def _message(update: Update) -> Message:

@@ -1,7 +1,8 @@
 """Inline keyboards and their ``callback_data``: short, and resolvable from SQLite after a restart.
 
-A vote button carries ``v:<round id>:<position>:u|d`` and a control button ``c:<round id>:r|t|s``
-(refine, top results, stop); everything else about the round is looked up in the state database,
+A vote button carries ``v:<round id>:<position>:u|d``, a control button ``c:<round id>:r|t|s``
+(refine, top results, stop) and a page button ``m:<match listing id>:<offset>`` (the next page of
+matches); everything else about the round or the listing is looked up in the state database,
 so the data stays far below Telegram's 64-byte limit and old buttons keep working.
 """
 
@@ -26,6 +27,7 @@ _ACTION_CODES: dict[Action, str] = {"refine": "r", "results": "t", "stop": "s"}
 _CODE_ACTIONS: dict[str, Action] = {v: k for k, v in _ACTION_CODES.items()}
 _VOTE = re.compile(r"v:(\d{1,19}):(\d{1,2}):([ud])")
 _CONTROL = re.compile(r"c:(\d{1,19}):([rts])")
+_PAGE = re.compile(r"m:(\d{1,19}):(\d{1,12})")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,14 @@ class ControlPress:
     action: Action
 
 
+@dataclass(frozen=True)
+class PagePress:
+    """A ▶ button: the page of match listing ``view_id`` that starts at rank ``offset`` (0-based)."""
+
+    view_id: int
+    offset: int
+
+
 def vote_data(round_id: int, position: int, vote: int) -> str:
     """``callback_data`` of a vote button."""
     return f"v:{round_id}:{position}:{'u' if vote > 0 else 'd'}"
@@ -55,13 +65,20 @@ def control_data(round_id: int, action: Action) -> str:
     return f"c:{round_id}:{_ACTION_CODES[action]}"
 
 
-def parse(data: str | None) -> VotePress | ControlPress:
+def page_data(view_id: int, offset: int) -> str:
+    """``callback_data`` of a ▶ (next page of matches) button."""
+    return f"m:{view_id}:{offset}"
+
+
+def parse(data: str | None) -> VotePress | ControlPress | PagePress:
     """Decode ``callback_data``; anything this bot did not make raises :class:`StaleRound`."""
     text = data or ""
     if (m := _VOTE.fullmatch(text)) and int(m[1]) <= MAX_ROUND_ID:
         return VotePress(int(m[1]), int(m[2]), 1 if m[3] == "u" else -1)
     if (m := _CONTROL.fullmatch(text)) and int(m[1]) <= MAX_ROUND_ID:
         return ControlPress(int(m[1]), _CODE_ACTIONS[m[2]])
+    if m := _PAGE.fullmatch(text):
+        return PagePress(int(m[1]), int(m[2]))
     raise StaleRound()
 
 
@@ -103,3 +120,10 @@ def round_keyboard(round_id: int, tallies: Sequence[Tally], split: bool = True) 
         ]
     )
     return InlineKeyboardMarkup(rows)
+
+
+def next_page_keyboard(view_id: int, offset: int, size: int) -> InlineKeyboardMarkup:
+    """One ▶ button for the next ``size`` matches from rank ``offset``."""
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(f"▶ next {size}", callback_data=page_data(view_id, offset))]]
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.explorer import MatchEstimate
-from core.state import Stats
+from core.state import SavedConcept, Stats
 
 HELP = (
     "Explore the image collection by concept and teach me what you mean.\n\n"
@@ -11,13 +11,15 @@ HELP = (
     "• Or send a photo (or reply /find to one) to search by image; a caption moves it: at night\n"
     "• Combine: /find a red car -truck (less truck) · /find a cat + a hat (both)\n"
     "• Vote 👍/👎 on the images, then 🔁 Refine for a sharper round.\n"
-    "• ⭐ Results (/results) shows the best images so far.\n\n"
+    "• ⭐ Results (/results) shows the images the classifier accepts, 9 at a time (▶ for more).\n\n"
     "/find <concept> — start a session\n"
     "/more — next round (same as 🔁 Refine)\n"
-    "/results — best images by the current classifier\n"
+    "/results — every image the classifier accepts, best first, and how many\n"
     "/stats — rounds, labels and voters\n"
-    "/export [N] — labels as CSV and the classifier as JSON (of session N)\n"
+    "/export [N] — labels and matches as CSV, the classifier as JSON (of session N)\n"
     "/sessions — this chat's sessions, by number\n"
+    "/save NAME — keep this classifier; /concepts lists them, /find @NAME continues one, /forget NAME\n"
+    "/watch NAME — post new images it accepts whenever images are added; /unwatch NAME\n"
     "/reset — end the session\n"
     "/help — this message\n\n"
     "In groups only admins can end a session, or start a new concept while one is running."
@@ -86,6 +88,121 @@ def results_message(concept: str, shown: int, estimate: MatchEstimate | None = N
     return f"⭐ Top {shown} for “{short(concept)}” by the classifier, with every vote so far.\n" + matches(
         estimate
     )
+
+
+def matches_message(concept: str, first: int, last: int, total: int, threshold: float | None) -> str:
+    """The text after a page of matches: which ranks these are, and how many images match."""
+    span = f"{first}–{last}" if last > first else str(first)
+    if threshold is None:
+        return (
+            f"⭐ {span} of the top {total} for “{short(concept)}”. "
+            "Vote 👍 and 👎 so the classifier can tell which images match."
+        )
+    noun = "image that matches" if total == 1 else "images that match"
+    return f"⭐ {span} of {total} {noun} “{short(concept)}” (score above {threshold:.2f})."
+
+
+def results_count(concept: str, shown: int, total: int, threshold: float | None) -> str:
+    """The text after a results album: what it is, and how many images match (counted in the store)."""
+    head = f"⭐ Top {shown} for “{short(concept)}” by the classifier, with every vote so far.\n"
+    if threshold is None:
+        return head + (
+            f"Vote 👍 and 👎 on a few images and I can tell how many in the collection match; "
+            f"▶ shows the next of the top {total} by score."
+        )
+    if total == 0:
+        return head + (
+            f"No image scores above the decision boundary ({threshold:.2f}) yet: these are the closest. "
+            "Vote on more rounds (🔁 Refine) to sharpen it."
+        )
+    noun = "image in the collection scores" if total == 1 else "images in the collection score"
+    return head + f"{total} {noun} above the decision boundary ({threshold:.2f}); ▶ shows the next ones."
+
+
+def matches_file(rows: int, total: int, threshold: float | None) -> str:
+    """Caption of ``matches.csv``."""
+    what = f"score above {threshold:.2f}" if threshold is not None else "the top by score: no boundary yet"
+    return f"{rows} of {total} matches ({what}), best first"
+
+
+def matches_cut(rows: int, total: int, session_id: int) -> str:
+    """When ``matches.csv`` had to be cut to fit Telegram's document limit."""
+    return (
+        f"matches.csv holds the best {rows} of {total} matches: Telegram takes documents up to 50 MB. "
+        f"For all of them run `vdx export {session_id} --out DIR` where the bot runs."
+    )
+
+
+BAD_NAME = "Give the concept a one-word name of up to 32 letters, digits, - or _, e.g. /save red_fox"
+
+
+def unknown_concept(name: str) -> str:
+    """When a name is not one of the chat's saved concepts."""
+    return f"There is no saved concept “{short(name, 40)}” here. /concepts lists them."
+
+
+def _boundary(threshold: float | None) -> str:
+    return "no boundary yet" if threshold is None else f"boundary {threshold:.2f}"
+
+
+def saved(c: SavedConcept, replaced: bool) -> str:
+    """The reply to /save."""
+    pos = sum(1 for v in c.labels.values() if v > 0)
+    neg = sum(1 for v in c.labels.values() if v < 0)
+    verb = "Updated" if replaced else "Saved"
+    return (
+        f"{verb} “{short(c.concept)}” as {c.name}: 👍 {pos} / 👎 {neg} labels, {_boundary(c.threshold)}.\n"
+        f"/find @{c.name} continues it; /watch {c.name} tells you when new images match it."
+    )
+
+
+def concept_list(concepts: list[SavedConcept], watched: set[int]) -> str:
+    """The reply to /concepts."""
+    if not concepts:
+        return "No saved concepts yet. Teach one, then /save NAME."
+    lines = ["Saved concepts:"]
+    for c in concepts:
+        eye = " · 🔔 watched" if c.id in watched else ""
+        lines.append(
+            f"• {c.name} — “{short(c.concept, 60)}” · {len(c.labels)} labels · {_boundary(c.threshold)}{eye}"
+        )
+    lines.append("/find @NAME continues one · /watch NAME · /forget NAME")
+    return "\n".join(lines)
+
+
+def forgotten(name: str) -> str:
+    """The reply to /forget."""
+    return f"Forgot {name}."
+
+
+def watch_needs_boundary(name: str) -> str:
+    """/watch on a concept that cannot tell matches yet."""
+    return (
+        f"{name} has no decision boundary yet: vote both 👍 and 👎 in a session "
+        f"(/find @{name}), then /save {name} again and /watch it."
+    )
+
+
+def watching(name: str, new: bool) -> str:
+    """The reply to /watch."""
+    if not new:
+        return f"Already watching {name}."
+    return f"🔔 Watching {name}: when new images are added I will post the ones it accepts."
+
+
+def unwatched(name: str, removed: bool) -> str:
+    """The reply to /unwatch."""
+    return f"Stopped watching {name}." if removed else f"{name} was not being watched."
+
+
+def alert(name: str, concept: str, shown: int, total: int) -> str:
+    """The text after an alert album."""
+    noun = "new image matches" if total == 1 else "new images match"
+    more = f" (the best {shown} above)" if shown < total else ""
+    return f"🔔 {total} {noun} {name} (“{short(concept, 80)}”){more}. /unwatch {name} to stop."
+
+
+LAST_PAGE = "That was the last page of matches."
 
 
 def vote_answer(position: int, vote: int, hidden: bool = False) -> str:

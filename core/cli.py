@@ -1,4 +1,4 @@
-"""The ``vdx`` command line: ingest, search, info, index and bot. Domain errors become one-line messages."""
+"""The ``vdx`` command line: ingest, search, sessions, export, info, index and bot. Domain errors become one-line messages."""
 
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ examples:
   vdx search "a house by the lake" -k 9
   vdx search "a red car -truck"                     # minus a term; "a cat + a hat" adds one
   vdx search "at night" --image photo.jpg           # a photo moved toward the words
+  vdx search --classifier classifier.json           # apply a classifier from /export or vdx export
+  vdx sessions                                      # every session the bot has had
+  vdx export 3 --out fox --format imagefolder       # a session's labels, matches and images
   vdx info
   vdx index create
   vdx bot
@@ -198,19 +201,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser(
         "search",
-        help="nearest images to a concept (text, composite, or a photo plus words)",
+        help="nearest images to a concept (text, composite, a photo plus words), or a classifier's matches",
         description="Embed the concept and print the k nearest images (id, distance, url). A '-' or '+' "
         "starting a word starts a term: 'red car -truck' pushes trucks down (score = similarity to the "
         "rest - 0.5 x similarity to the minus terms), 'a cat + a hat' looks for both. With --image the "
-        "photo is the concept and TEXT moves it toward the words.",
+        "photo is the concept and TEXT moves it toward the words. With --classifier (a classifier.json from "
+        "/export or `vdx export`) it prints the images that classifier accepts instead (id, score, url, best "
+        "first, with how many match).",
         epilog='examples:\n  vdx search "a house by the lake"\n  vdx search "red sports car -truck" -k 20 --json'
-        '\n  vdx search "at night" --image photo.jpg',
+        '\n  vdx search "at night" --image photo.jpg\n  vdx search --classifier fox/classifier.json -k 50',
         formatter_class=fmt,
     )
     search.add_argument("text", nargs="?", default="", help="the concept, in words")
     search.add_argument("--image", type=Path, help="a photo to search from (TEXT, if given, moves it)")
+    search.add_argument("--classifier", type=Path, help="a classifier.json: list the images it accepts")
     search.add_argument("-k", type=_positive, default=9, help="how many images (default 9)")
     search.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+    sessions = commands.add_parser(
+        "sessions",
+        help="every session: chat, concept, rounds, labels, matches, last activity",
+        description="List the sessions in the state database (VDX_DATA_DIR/state.sqlite3), newest first. "
+        "Matches are counted in the vector database with each session's classifier.",
+        epilog="example:\n  vdx sessions --json",
+        formatter_class=fmt,
+    )
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+
+    export = commands.add_parser(
+        "export",
+        help="write a session's labels, matches and classifier (csv, parquet, jsonl, imagefolder, html)",
+        description="Write what SESSION taught: labels with each voter's vote and a soft label (the share of "
+        "👍), every match with its score, and the classifier (classifier.json). Formats: csv, parquet, "
+        "jsonl; imagefolder (DIR/<concept>/{positive,negative,matches}/ with the images: links to folder "
+        "originals, copies of cached thumbnails for downloaded ones, plus the csv files); html (one "
+        "self-contained index.html, a grid of thumbnails with score and label, that opens offline).",
+        epilog="examples:\n  vdx export 3 --out fox\n  vdx export 3 --out fox --format parquet\n"
+        "  vdx export 3 --out fox --format imagefolder --copy\n  vdx export 3 --out fox --format html",
+        formatter_class=fmt,
+    )
+    export.add_argument("session", type=_positive, help="session id (see `vdx sessions`)")
+    export.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    export.add_argument(
+        "--format",
+        default="csv",
+        choices=["csv", "parquet", "jsonl", "imagefolder", "html"],
+        help="what to write (default csv)",
+    )
+    export.add_argument(
+        "--copy", action="store_true", help="imagefolder: copy folder originals instead of linking them"
+    )
 
     info = commands.add_parser(
         "info",
@@ -398,10 +438,14 @@ def _print_report(rt: Runtime, report: object) -> int:
 
 
 def cmd_search(args: argparse.Namespace, rt: Runtime) -> int:
-    """``vdx search [TEXT] [--image PATH] [-k N] [--json]``."""
+    """``vdx search [TEXT] [--image PATH] | --classifier FILE [-k N] [--json]``."""
     from core.ingest import check_model
     from core.query import compose, parse
 
+    if args.classifier is not None:
+        if args.text.strip() or args.image is not None:
+            raise VdxError("--classifier takes no TEXT or --image: it lists what the classifier accepts")
+        return _search_classifier(args, rt.settings)
     query = parse(args.text, photo=args.image is not None)  # bad syntax fails before anything loads
     image = _read_image(args.image) if args.image is not None else None
     with _store(rt, create=False) as store:
@@ -421,6 +465,149 @@ def cmd_search(args: argparse.Namespace, rt: Runtime) -> int:
         print(f"{'#':>3}  {'id':<{width}}  distance  url", file=out)
         for rank, h in enumerate(hits, 1):
             print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}", file=out)
+    return 0
+
+
+def _search_classifier(args: argparse.Namespace, settings: Settings) -> int:
+    from core.explorer import TOP_WITHOUT_BOUNDARY
+    from core.export import read_classifier
+
+    model = read_classifier(args.classifier)
+    with _store(Runtime(settings)) as store:
+        if store.count() == 0:
+            raise EmptyDataset()
+        if store.dim != len(model.weights):
+            raise DimensionMismatch(store.dim, len(model.weights), f"{args.classifier}")
+        cap = TOP_WITHOUT_BOUNDARY if model.threshold is None else None
+        page = store.matches(model.weights, model.threshold, args.k, cap=cap)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "total": page.total,
+                    "threshold": page.threshold,
+                    "matches": [m._asdict() for m in page.items],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    if model.threshold is None:
+        print(f"{model.concept}: no decision boundary; the top {page.total} by score")
+    else:
+        print(f"{model.concept}: {page.total} images score above {model.threshold:.4f}")
+    width = max((len(m.id) for m in page.items), default=2)
+    print(f"{'#':>3}  {'id':<{width}}  score    url")
+    for rank, m in enumerate(page.items, 1):
+        print(f"{rank:>3}  {m.id:<{width}}  {m.score:7.4f}  {m.url}")
+    return 0
+
+
+def cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx sessions [--json]``."""
+    import asyncio
+
+    from core.explorer import Explorer
+    from core.state import State
+
+    if not settings.state_path.exists():
+        raise VdxError(f"no sessions yet: {settings.state_path} does not exist (the bot creates it)")
+
+    async def collect() -> list[dict[str, object]]:
+        state = await State.open(settings.state_path)
+        try:
+            summaries = await state.sessions()
+            out = []
+            with _store(Runtime(settings)) as store:
+                explorer = Explorer(store)
+                for s in summaries:
+                    labels = await state.labels(s.session.id)
+                    es = explorer.resume(s.session.concept, s.session.prior, s.session.weights, labels)
+                    es.boundary = s.session.boundary  # kept with the weight at its last fit
+                    query = explorer.match_query(es)
+                    total = store.matches(
+                        query.weights, query.threshold, 0, 0, query.excluded, query.cap
+                    ).total
+                    out.append(
+                        {
+                            "session": s.session.id,
+                            "chat": s.session.chat_id,
+                            "concept": s.session.concept,
+                            "active": s.session.active,
+                            "rounds": s.rounds,
+                            "positive": s.positive,
+                            "negative": s.negative,
+                            "matches": total,
+                            "boundary": query.threshold,
+                            "last_activity": s.last_activity,
+                        }
+                    )
+            return out
+        finally:
+            await state.close()
+
+    rows = asyncio.run(collect())
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no sessions yet")
+        return 0
+    import time
+
+    print(
+        f"{'session':>7}  {'chat':>14}  {'rounds':>6}  {'labels':>9}  {'matches':>8}  {'last activity':<19}  concept"
+    )
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(r["last_activity"])))  # type: ignore[arg-type]
+        labels = f"+{r['positive']}/-{r['negative']}"
+        matches = f"{r['matches']}" + ("" if r["boundary"] is not None else "*")
+        concept = str(r["concept"])
+        concept = concept if len(concept) <= 60 else concept[:59] + "…"
+        mark = "" if r["active"] else " (ended)"
+        print(
+            f"{r['session']:>7}  {r['chat']:>14}  {r['rounds']:>6}  {labels:>9}  {matches:>8}  {when:<19}  {concept}{mark}"
+        )
+    if any(r["boundary"] is None for r in rows):
+        print("* no decision boundary yet (no 👍 and 👎 both): the top 100 by score")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    """``vdx export SESSION --out DIR [--format F] [--copy]``."""
+    import asyncio
+
+    from core import export
+    from core.explorer import Explorer
+    from core.state import State
+
+    if not settings.state_path.exists():
+        raise VdxError(f"no sessions yet: {settings.state_path} does not exist (the bot creates it)")
+
+    async def build() -> export.Bundle:
+        state = await State.open(settings.state_path)
+        try:
+            with _store(Runtime(settings)) as store:
+                return await export.bundle_for(state, Explorer(store), args.session)
+        finally:
+            await state.close()
+
+    bundle = asyncio.run(build())
+    images = export.ImageSource(settings.image_cache_dir, bundle.sources, copy=args.copy)
+    written = export.write(bundle, args.out, args.format, images)
+    print(
+        f"session {args.session} “{bundle.session.concept}”: {len(bundle.export.rows)} labelled images, "
+        f"{bundle.total_matches} matches -> {args.out} ({args.format}, {len(written.files)} files"
+        + (f", {written.images} images" if args.format in ("imagefolder", "html") else "")
+        + ")"
+    )
+    if written.missing:
+        print(
+            f"{len(written.missing)} images had no original or cached thumbnail and were left out "
+            f"(first: {', '.join(written.missing[:5])})",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -559,6 +746,8 @@ def cmd_bot(args: argparse.Namespace, rt: Runtime) -> int:
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
+    "sessions": lambda args, rt: cmd_sessions(args, rt.settings),
+    "export": lambda args, rt: cmd_export(args, rt.settings),
     "info": cmd_info,
     "index": cmd_index,
     "bot": cmd_bot,
@@ -619,8 +808,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``vdx``; returns the exit status (0 ok, 1 nothing stored, 2 error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "search" and not args.text.strip() and args.image is None:
-        parser.error("search needs TEXT (the concept) or --image PATH")
+    if args.command == "search" and not args.text.strip() and args.image is None and args.classifier is None:
+        parser.error("search needs TEXT (the concept), --image PATH or --classifier classifier.json")
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         stream=sys.stderr,

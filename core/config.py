@@ -33,6 +33,7 @@ class Settings:
     telegram_api_url: str = ""
     allowed_chats: frozenset[int] = field(default_factory=frozenset)
     album_size: int = 9
+    alert_interval: float = 10.0  # seconds between looks for newly ingested images (alerts)
     # Show the 👍/👎 split on group keyboards while people vote (off: only how many voted, so later
     # voters are not swayed by the majority; the split shows once the round is refined).
     group_tallies: bool = False
@@ -71,6 +72,11 @@ class Settings:
 
         threads = get("VDX_TORCH_THREADS")
         album = get("VDX_ALBUM_SIZE", "9")
+        interval = get("VDX_ALERT_INTERVAL", "10")
+        try:
+            alert_interval = float(interval)
+        except ValueError:
+            raise ConfigError(f"VDX_ALERT_INTERVAL must be a number of seconds, got {interval!r}") from None
         tallies = get("VDX_GROUP_TALLIES", "0").lower()
         if tallies not in _BOOLEANS:
             raise ConfigError(f"VDX_GROUP_TALLIES must be 1 or 0 (true/false, on/off), got {tallies!r}")
@@ -106,6 +112,7 @@ class Settings:
                 telegram_api_url=get("VDX_TELEGRAM_API_URL"),
                 allowed_chats=frozenset(allowed),
                 album_size=album_size,
+                alert_interval=alert_interval,
                 group_tallies=_BOOLEANS[tallies],
             )
         )
@@ -135,6 +142,8 @@ def _validated(s: Settings) -> Settings:
         raise ConfigError(f"VDX_TABLE must be letters, digits and underscores, got {s.table!r}")
     if s.torch_threads is not None and s.torch_threads < 1:
         raise ConfigError(f"VDX_TORCH_THREADS must be at least 1, got {s.torch_threads}")
+    if not 1 <= s.alert_interval <= 3600:
+        raise ConfigError(f"VDX_ALERT_INTERVAL must be from 1 to 3600 seconds, got {s.alert_interval:g}")
     if not 2 <= s.album_size <= 10:
         raise ConfigError(f"VDX_ALBUM_SIZE must be from 2 to 10 (Telegram albums), got {s.album_size}")
     if s.db_url and not s.db_url.startswith(("chdb://", "http://", "https://")):

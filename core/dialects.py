@@ -202,6 +202,22 @@ class Dialect(ABC):
         """Nearest rows of ``source`` to ``{v}``, skipping ids in ``excluded`` (the parameter
         ``{ex:Array(String)}`` or the external table ``vdx_excluded``), as ``id, url, caption, source, dist``."""
 
+    # Cosine score of unit vectors with the weight ``{w}`` (each engine's fastest exact expression).
+    score: ClassVar[str] = "dotProduct(vector, {w:Array(Float32)})"
+
+    def matches(self, source: str, excluded: str, *, layout: TableLayout, added: bool = False) -> str:
+        """One page of the rows scoring above ``{t}``, skipping ids in ``excluded``, best first (ties by id,
+        so a page boundary is the same on every call), in one scan: ``id, url, caption, source, score,
+        total``, where ``count() OVER ()`` counts every accepted row before ``LIMIT {n} OFFSET {o}``.
+        ``added`` keeps only rows added from ``{a0}`` to ``{a1}`` (Unix seconds, inclusive)."""
+        where = " WHERE added_at BETWEEN toDateTime({a0:UInt32}) AND toDateTime({a1:UInt32})" if added else ""
+        return (
+            f"SELECT {COLUMNS}, score, count() OVER () AS total "
+            f"FROM (SELECT {COLUMNS}, {self.score} AS score FROM {source}{where}) "
+            f"WHERE score > {{t:Float64}} AND id {layout.not_in(excluded == EXCLUDED_TABLE)} {excluded} "
+            "ORDER BY score DESC, id LIMIT {n:UInt64} OFFSET {o:UInt64}"
+        )
+
     @abstractmethod
     def index_create_sql(self, layout: TableLayout, dim: int, hnsw: HnswParams | None = None) -> list[str]:
         """Statements that add the vector index and start building it; none of them waits for the build."""
@@ -343,6 +359,9 @@ class MyScaleDialect(Dialect):
 
     name = "myscale"
     index_kind = "MSTG"
+    # Scoring every row is not a vector search (distance() wants ORDER BY ... LIMIT on itself and cannot
+    # be filtered on); arrayMap and arraySum exist in every ClickHouse release MyScale is built on.
+    score = "arraySum(arrayMap((x, y) -> x * y, vector, {w:Array(Float32)}))"
     CURRENT_METRIC_SETTING = "float_vector_search_metric_type"
     OLD_METRIC_SETTING = "vector_search_metric_type"
 

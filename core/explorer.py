@@ -35,7 +35,7 @@ import numpy as np
 from core.classifier import ClassifierParams, LinearClassifier
 from core.errors import EmptyDataset
 from core.query import compose, parse
-from core.records import Hit, Scored
+from core.records import Hit, MatchPage, MatchQuery, Scored
 from core.store import VectorStore
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 Strategy = Literal["hard", "random", "boundary", "mixed"]
 STRATEGIES: tuple[str, ...] = ("hard", "random", "boundary", "mixed")
 DEFAULT_STRATEGY: Strategy = "mixed"  # best on the labelling benchmark (bench/results/labelling.md)
+# While a classifier has no decision boundary (no 👍 and 👎 yet) its "matches" are its best this many.
+TOP_WITHOUT_BOUNDARY = 100
 # Two images at least this close (cosine of their CLIP vectors) are one picture for a round or a
 # results album: a resized or recompressed copy, or a burst. Chosen in bench/results/labelling.md:
 # far above the nearest distinct neighbour in the synthetic data, below what a resized copy gives.
@@ -246,6 +248,27 @@ class Explorer:
         vectors = self._vectors(session, [h.id for h in hits])
         hits = _distinct(hits, vectors, k, self.duplicate_cosine)
         return [Scored(h.id, h.url, 1.0 - h.distance, h.caption, h.source) for h in hits]
+
+    def boundary(self, session: ExplorerSession) -> float | None:
+        """The cosine score above which the classifier says yes; None until it has both 👍 and 👎."""
+        if session.boundary is None and session.labels:
+            self._recover_boundary(session)
+        return session.boundary
+
+    def match_query(self, session: ExplorerSession) -> MatchQuery:
+        """What the session's classifier accepts: images above its boundary (the top
+        :data:`TOP_WITHOUT_BOUNDARY` while it has none), never an image the chat voted 👎."""
+        threshold = self.boundary(session)
+        rejected = tuple(sorted(i for i, v in session.labels.items() if v < 0))
+        cap = TOP_WITHOUT_BOUNDARY if threshold is None else None
+        return MatchQuery(session.weights.copy(), threshold, cap, rejected)
+
+    def matches(self, query: MatchQuery, limit: int, offset: int = 0) -> MatchPage:
+        """One page of ``query``'s matches, best first, with how many there are; computed in the store."""
+        page = self.store.matches(query.weights, query.threshold, limit, offset, query.excluded, query.cap)
+        if page.total == 0 and query.threshold is None and self.store.count() == 0:
+            raise EmptyDataset()
+        return page
 
     def estimate_matches(self, session: ExplorerSession, limit: int = 1000) -> MatchEstimate | None:
         """How many images score above the decision boundary (None before there is one), counting

@@ -29,6 +29,32 @@ class Scored(NamedTuple):
 
 
 @dataclass(frozen=True)
+class MatchPage:
+    """One page of the images a classifier accepts, best first, and how many it accepts in all.
+
+    ``threshold`` is the cosine score a match must exceed (None: no boundary yet, so the top ``total``
+    by score); ``offset`` is the rank (0-based) of the page's first item.
+    """
+
+    total: int
+    offset: int
+    items: list[Scored]
+    threshold: float | None = None
+
+
+@dataclass(frozen=True, eq=False)  # holds an array: compared by identity
+class MatchQuery:
+    """What decides a classifier's matches: its unit weight, its boundary (or the top ``cap`` while it
+    has none) and the images the chat rejected. Kept as one value so every page of a listing, and an
+    export made from it, uses the same classifier."""
+
+    weights: np.ndarray
+    threshold: float | None
+    cap: int | None = None
+    excluded: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageBatch:
     """Rows to insert, in columnar form: ``vectors`` is float32 ``(n, dim)``, L2-normalised."""
 

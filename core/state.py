@@ -13,7 +13,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import aiosqlite
 import numpy as np
 
 from core.errors import StateUnavailable, VdxError
+from core.records import MatchQuery
 from core.spreadsheet import csv_text
 from core.votes import Consensus, combine
 
@@ -36,6 +37,14 @@ class StaleRound(VdxError):
     def __init__(self, round_id: int | None = None) -> None:
         self.round_id = round_id
         super().__init__("this round is no longer active")
+
+
+class UnknownSession(VdxError):
+    """A session id that the state database does not hold."""
+
+    def __init__(self, session_id: int) -> None:
+        self.session_id = session_id
+        super().__init__(f"there is no session {session_id}; `vdx sessions` lists them")
 
 
 class NoSession(VdxError):
@@ -157,6 +166,64 @@ class Stats:
     @property
     def labels(self) -> int:
         return self.positive + self.negative
+
+
+@dataclass(frozen=True, eq=False)
+class MatchView:
+    """A listing of a session's matches that ▶ pages through."""
+
+    id: int
+    session_id: int
+    chat_id: int
+    concept: str
+    query: MatchQuery
+    total: int
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One line of ``vdx sessions``."""
+
+    session: Session
+    rounds: int
+    positive: int
+    negative: int
+    last_activity: float
+
+
+@dataclass(frozen=True, eq=False)
+class SavedConcept:
+    """A classifier a chat kept by name: what ``/find @NAME`` and ``/watch NAME`` start from."""
+
+    id: int
+    chat_id: int
+    name: str
+    concept: str
+    prior: np.ndarray
+    weights: np.ndarray
+    threshold: float | None
+    labels: dict[str, int]
+    session_id: int | None
+    saved_at: float
+
+    @property
+    def query(self) -> MatchQuery:
+        """What this classifier accepts (the top 100 while it has no boundary), never its 👎 images."""
+        from core.explorer import TOP_WITHOUT_BOUNDARY
+
+        rejected = tuple(sorted(i for i, v in self.labels.items() if v < 0))
+        cap = TOP_WITHOUT_BOUNDARY if self.threshold is None else None
+        return MatchQuery(self.weights, self.threshold, cap, rejected)
+
+
+@dataclass(frozen=True)
+class Watch:
+    """A chat watching a saved concept; ``checked_until`` is the newest ``added_at`` (Unix seconds)
+    of the images already looked at."""
+
+    chat_id: int
+    concept: SavedConcept
+    checked_until: int
 
 
 @dataclass(frozen=True)
@@ -329,6 +396,81 @@ async def _script(db: aiosqlite.Connection, sql: str) -> None:
             await db.execute(statement)
 
 
+async def m004_match_views(db: aiosqlite.Connection) -> None:
+    """Listings of a classifier's matches: what each ▶ button pages through (weight, boundary, cap,
+    rejected ids), kept so that every page comes from the same classifier."""
+    await _script(
+        db,
+        """
+        CREATE TABLE match_views (
+            id INTEGER PRIMARY KEY,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            weights BLOB NOT NULL,
+            threshold REAL,
+            cap INTEGER,
+            excluded TEXT NOT NULL DEFAULT '[]',
+            total INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX match_views_session ON match_views(session_id, id);
+        """,
+    )
+
+
+async def m005_saved_concepts(db: aiosqlite.Connection) -> None:
+    """Concepts a chat saved by name (weight, prior, boundary, labels), and the labels a session
+    started from a saved concept begins with."""
+    await _script(
+        db,
+        """
+        CREATE TABLE saved_concepts (
+            id INTEGER PRIMARY KEY,
+            chat_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            concept TEXT NOT NULL,
+            prior BLOB NOT NULL,
+            weights BLOB NOT NULL,
+            threshold REAL,
+            labels TEXT NOT NULL DEFAULT '{}',
+            session_id INTEGER REFERENCES sessions(id),
+            saved_at REAL NOT NULL
+        );
+        CREATE UNIQUE INDEX saved_concepts_name ON saved_concepts(chat_id, name COLLATE NOCASE);
+
+        -- labels a session inherits from the saved concept it was started from (its own votes win)
+        CREATE TABLE session_seeds (
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            image_id TEXT NOT NULL,
+            label INTEGER NOT NULL CHECK (label IN (-1, 1)),
+            PRIMARY KEY (session_id, image_id)
+        );
+        """,
+    )
+
+
+async def m006_watches(db: aiosqlite.Connection) -> None:
+    """Chats watching saved concepts for new images, how far each has looked, and what was posted."""
+    await _script(
+        db,
+        """
+        CREATE TABLE watches (
+            chat_id INTEGER NOT NULL,
+            concept_id INTEGER NOT NULL REFERENCES saved_concepts(id) ON DELETE CASCADE,
+            checked_until INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (chat_id, concept_id)
+        );
+        CREATE TABLE alerts_sent (
+            chat_id INTEGER NOT NULL,
+            concept_id INTEGER NOT NULL REFERENCES saved_concepts(id) ON DELETE CASCADE,
+            image_id TEXT NOT NULL,
+            sent_at REAL NOT NULL,
+            PRIMARY KEY (chat_id, concept_id, image_id)
+        );
+        """,
+    )
+
+
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
 
 
@@ -338,7 +480,14 @@ async def m003_session_boundary(db: aiosqlite.Connection) -> None:
 
 
 # Append only: position i (1-based) is schema version i. Never edit a released migration.
-MIGRATIONS: list[Migration] = [m001_initial, m002_processed_callbacks, m003_session_boundary]
+MIGRATIONS: list[Migration] = [
+    m001_initial,
+    m002_processed_callbacks,
+    m003_session_boundary,
+    m004_match_views,
+    m005_saved_concepts,
+    m006_watches,
+]
 # Telegram keeps an unconfirmed update for at most 24 hours (https://core.telegram.org/bots/api#getting-updates):
 # a processed press is remembered twice as long, then forgotten.
 PROCESSED_CALLBACKS_KEPT_S = 48 * 3600
@@ -723,12 +872,25 @@ class State:
         return combine((r["image_id"], int(r["user_id"]), int(r["vote"])) for r in rows)
 
     async def labels(self, session_id: int) -> dict[str, int]:
-        """Image id -> +1/-1 by the combined votes of the session; contested images (ties) are left out."""
-        return (await self.consensus(session_id)).labels()
+        """Image id -> +1/-1 by the combined votes of the session; contested images (ties) are left out.
+
+        A session started from a saved concept also has that concept's labels, for the images nobody
+        in this session has voted on."""
+        consensus = await self.consensus(session_id)
+        seeds = await self._seeds(session_id, consensus.soft_labels().keys())
+        return {**{i: int(v) for i, v in seeds.items()}, **consensus.labels()}
 
     async def soft_labels(self, session_id: int) -> dict[str, float]:
-        """Image id -> soft label in [-1, 1] for every voted image; contested ones are 0.0."""
-        return (await self.consensus(session_id)).soft_labels()
+        """Image id -> soft label in [-1, 1] for every voted image; contested ones are 0.0. A saved
+        concept's labels count fully (+-1.0) for the images not voted on in this session."""
+        soft = (await self.consensus(session_id)).soft_labels()
+        return {**await self._seeds(session_id, soft.keys()), **soft}
+
+    async def _seeds(self, session_id: int, voted: Iterable[str]) -> dict[str, float]:
+        """The saved concept's labels this session started with, less the images voted on here."""
+        rows = await self._all("SELECT image_id, label FROM session_seeds WHERE session_id = ?", (session_id,))
+        skip = set(voted)
+        return {r["image_id"]: float(r["label"]) for r in rows if r["image_id"] not in skip}
 
     async def shown(self, session_id: int) -> list[str]:
         """Every image shown in the session's labelling rounds, oldest round first."""
@@ -746,6 +908,184 @@ class State:
             (session_id, kind),
         )
         return await self.round_by_id(int(row["id"])) if row else None
+
+    # match listings
+
+    async def add_match_view(self, session_id: int, query: MatchQuery, total: int) -> MatchView:
+        """Keep ``query`` (and how many it matched) so that its pages can be fetched later."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT INTO match_views (session_id, weights, threshold, cap, excluded, total, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    _vec_to_blob(query.weights),
+                    query.threshold,
+                    query.cap,
+                    json.dumps(list(query.excluded)),
+                    total,
+                    time.time(),
+                ),
+            )
+            view_id = int(cur.lastrowid or 0)
+        view = await self.match_view(view_id)
+        assert view is not None
+        return view
+
+    async def match_view(self, view_id: int) -> MatchView | None:
+        """A kept listing with its session's chat and concept, or None."""
+        row = await self._one(
+            "SELECT m.*, s.chat_id, s.concept FROM match_views m JOIN sessions s ON s.id = m.session_id "
+            "WHERE m.id = ?",
+            (view_id,),
+        )
+        if row is None:
+            return None
+        query = MatchQuery(
+            _blob_to_vec(row["weights"]),
+            row["threshold"],
+            row["cap"],
+            tuple(str(i) for i in json.loads(row["excluded"])),
+        )
+        return MatchView(
+            int(row["id"]),
+            int(row["session_id"]),
+            int(row["chat_id"]),
+            row["concept"],
+            query,
+            int(row["total"]),
+        )
+
+    # saved concepts
+
+    async def save_concept(
+        self,
+        chat_id: int,
+        name: str,
+        session: Session,
+        weights: np.ndarray,
+        threshold: float | None,
+        labels: dict[str, int],
+    ) -> tuple[SavedConcept, bool]:
+        """Keep the chat's classifier as ``name`` (replacing one of that name); returns it and whether
+        it replaced another."""
+        now = time.time()
+        async with self._tx() as db:
+            old = await self._one(
+                "SELECT id FROM saved_concepts WHERE chat_id = ? AND name = ? COLLATE NOCASE", (chat_id, name)
+            )
+            values = (
+                session.concept,
+                _vec_to_blob(session.prior),
+                _vec_to_blob(weights),
+                threshold,
+                json.dumps(labels, sort_keys=True),
+                session.id,
+                now,
+            )
+            if old is None:
+                await db.execute(
+                    "INSERT INTO saved_concepts (chat_id, name, concept, prior, weights, threshold, labels, "
+                    "session_id, saved_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (chat_id, name, *values),
+                )
+            else:
+                await db.execute(
+                    "UPDATE saved_concepts SET name = ?, concept = ?, prior = ?, weights = ?, threshold = ?, "
+                    "labels = ?, session_id = ?, saved_at = ? WHERE id = ?",
+                    (name, *values, old["id"]),
+                )
+        saved = await self.saved_concept(chat_id, name)
+        assert saved is not None
+        return saved, old is not None
+
+    async def saved_concept(self, chat_id: int, name: str) -> SavedConcept | None:
+        """The chat's saved concept called ``name`` (case-insensitive), or None."""
+        row = await self._one(
+            "SELECT * FROM saved_concepts WHERE chat_id = ? AND name = ? COLLATE NOCASE", (chat_id, name)
+        )
+        return _saved(row) if row else None
+
+    async def saved_concepts(self, chat_id: int) -> list[SavedConcept]:
+        """The chat's saved concepts, by name."""
+        rows = await self._all(
+            "SELECT * FROM saved_concepts WHERE chat_id = ? ORDER BY name COLLATE NOCASE", (chat_id,)
+        )
+        return [_saved(r) for r in rows]
+
+    async def forget_concept(self, chat_id: int, name: str) -> SavedConcept | None:
+        """Delete a saved concept (and its watch); returns what was deleted, or None."""
+        saved = await self.saved_concept(chat_id, name)
+        if saved is None:
+            return None
+        async with self._tx() as db:
+            await db.execute("DELETE FROM alerts_sent WHERE concept_id = ?", (saved.id,))
+            await db.execute("DELETE FROM watches WHERE concept_id = ?", (saved.id,))
+            await db.execute("DELETE FROM saved_concepts WHERE id = ?", (saved.id,))
+        return saved
+
+    async def start_from_saved(self, chat_id: int, saved: SavedConcept) -> Session:
+        """A new session of the chat that continues a saved concept: its prior, weight and labels."""
+        session = await self.start_session(chat_id, saved.concept, saved.prior, saved.weights)
+        async with self._tx() as db:
+            await db.executemany(
+                "INSERT INTO session_seeds (session_id, image_id, label) VALUES (?, ?, ?)",
+                [(session.id, i, int(v)) for i, v in saved.labels.items() if v in (1, -1)],
+            )
+        return session
+
+    # watches
+
+    async def watch(self, chat_id: int, saved: SavedConcept, checked_until: int) -> bool:
+        """Subscribe the chat to new images matching ``saved``; False if it already was."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO watches (chat_id, concept_id, checked_until, created_at) VALUES (?, ?, ?, ?)",
+                (chat_id, saved.id, int(checked_until), time.time()),
+            )
+            return bool(cur.rowcount)
+
+    async def unwatch(self, chat_id: int, saved: SavedConcept) -> bool:
+        """End the chat's watch of ``saved``; False if there was none."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "DELETE FROM watches WHERE chat_id = ? AND concept_id = ?", (chat_id, saved.id)
+            )
+            return bool(cur.rowcount)
+
+    async def watches(self) -> list[Watch]:
+        """Every watch of every chat."""
+        rows = await self._all(
+            "SELECT w.chat_id AS w_chat, w.checked_until, c.* FROM watches w "
+            "JOIN saved_concepts c ON c.id = w.concept_id ORDER BY w.created_at"
+        )
+        return [Watch(int(r["w_chat"]), _saved(r), int(r["checked_until"])) for r in rows]
+
+    async def alerted(self, chat_id: int, concept_id: int) -> set[str]:
+        """Images already posted to the chat for this watched concept."""
+        rows = await self._all(
+            "SELECT image_id FROM alerts_sent WHERE chat_id = ? AND concept_id = ?", (chat_id, concept_id)
+        )
+        return {r["image_id"] for r in rows}
+
+    async def record_alert(
+        self, chat_id: int, concept_id: int, image_ids: Sequence[str], checked_until: int
+    ) -> bool:
+        """Before posting: note the images as posted and move the watch's mark, in one transaction.
+        False if the watch is gone (unwatched meanwhile): then nothing is posted."""
+        now = time.time()
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE watches SET checked_until = MAX(checked_until, ?) WHERE chat_id = ? AND concept_id = ?",
+                (int(checked_until), chat_id, concept_id),
+            )
+            if not cur.rowcount:
+                return False
+            await db.executemany(
+                "INSERT OR IGNORE INTO alerts_sent (chat_id, concept_id, image_id, sent_at) VALUES (?, ?, ?, ?)",
+                [(chat_id, concept_id, i, now) for i in image_ids],
+            )
+        return True
 
     # Telegram file ids
 
@@ -786,8 +1126,32 @@ class State:
     async def _existing_session(self, session_id: int) -> Session:
         session = await self.session(session_id)
         if session is None:
-            raise ValueError(f"no session {session_id}")
+            raise UnknownSession(session_id)
         return session
+
+    async def sessions(self) -> list[SessionSummary]:
+        """Every session, newest first, with its rounds, labels and when anything last happened in it."""
+        rows = await self._all(
+            "SELECT s.*, "
+            "(SELECT COUNT(*) FROM rounds r WHERE r.session_id = s.id AND r.kind = 'round') AS n_rounds, "
+            "(SELECT MAX(r.created_at) FROM rounds r WHERE r.session_id = s.id) AS last_round, "
+            "(SELECT MAX(v.voted_at) FROM votes v WHERE v.session_id = s.id) AS last_vote "
+            "FROM sessions s ORDER BY s.id DESC"
+        )
+        out = []
+        for r in rows:
+            labels = await self.labels(int(r["id"]))
+            times = [float(t) for t in (r["started_at"], r["ended_at"], r["last_round"], r["last_vote"]) if t]
+            out.append(
+                SessionSummary(
+                    _session(r),
+                    int(r["n_rounds"]),
+                    sum(1 for v in labels.values() if v > 0),
+                    sum(1 for v in labels.values() if v < 0),
+                    max(times),
+                )
+            )
+        return out
 
     async def stats(self, session_id: int) -> Stats:
         """Rounds, labels (+/−), voters and agreement between voters for a session."""
@@ -856,6 +1220,21 @@ class State:
             for r in rows.values()
         ]
         return Export(session, list(voters.items()), final)
+
+
+def _saved(row: aiosqlite.Row) -> SavedConcept:
+    return SavedConcept(
+        id=int(row["id"]),
+        chat_id=int(row["chat_id"]),
+        name=row["name"],
+        concept=row["concept"],
+        prior=_blob_to_vec(row["prior"]),
+        weights=_blob_to_vec(row["weights"]),
+        threshold=row["threshold"],
+        labels={str(k): int(v) for k, v in json.loads(row["labels"]).items()},
+        session_id=row["session_id"],
+        saved_at=float(row["saved_at"]),
+    )
 
 
 def _session(row: aiosqlite.Row) -> Session:

@@ -48,7 +48,7 @@ from core.dialects import (
     short_reason,
 )
 from core.errors import DatabaseLocked, DimensionMismatch, IndexBuildFailed, StoreError, StoreUnavailable
-from core.records import Hit, ImageBatch, IndexStatus, ModelIdentity, StoreInfo
+from core.records import Hit, ImageBatch, IndexStatus, MatchPage, ModelIdentity, Scored, StoreInfo
 
 __all__ = [
     "ClickHouseStore",
@@ -91,6 +91,25 @@ class VectorStore(Protocol):
 
     def vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Stored vectors of ``ids`` (those that exist, in the order given) as float32 ``(n, dim)``."""
+
+    def matches(
+        self,
+        weight: np.ndarray,
+        threshold: float | None,
+        limit: int,
+        offset: int = 0,
+        exclude_ids: Iterable[str] = (),
+        cap: int | None = None,
+        added: tuple[int, int] | None = None,
+    ) -> MatchPage:
+        """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
+
+        ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score;
+        ``added`` only images added in that span of Unix seconds (inclusive).
+        """
+
+    def latest_added(self) -> int:
+        """When the newest image was added (Unix seconds; 0 for an empty table)."""
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""
@@ -537,6 +556,88 @@ class ClickHouseStore:
         if not order:
             return [], np.zeros((0, self.dim), dtype=np.float32)
         return order, np.asarray([found[i] for i in order], dtype=np.float32)
+
+    def matches(
+        self,
+        weight: np.ndarray,
+        threshold: float | None,
+        limit: int,
+        offset: int = 0,
+        exclude_ids: Iterable[str] = (),
+        cap: int | None = None,
+        added: tuple[int, int] | None = None,
+    ) -> MatchPage:
+        """Images scoring above ``threshold`` (cosine with ``weight``), best first, one page of them.
+
+        The whole table is scored inside the database in one scan, the weight travelling as a query
+        parameter. ``threshold=None`` accepts every image; ``cap`` keeps only the first ``cap`` by score
+        (the top N while a classifier has no decision boundary); ``added`` keeps only the images added
+        in that span of Unix seconds (inclusive), read from the stored table (the in-memory copy has
+        no insert times).
+        """
+        w = np.asarray(weight, dtype=np.float32).reshape(-1)
+        offset = max(0, int(offset))
+        if not self.dim:
+            return MatchPage(0, offset, [], threshold)
+        self._check_vector_dim(w.shape[0], "classifier weight")
+        norm = float(np.linalg.norm(w))
+        if not np.isfinite(norm) or norm == 0:
+            raise StoreError("the classifier weight is zero or not finite")
+        if threshold is not None and not np.isfinite(threshold):
+            raise StoreError("the decision boundary is not a finite number")
+        n = max(0, int(limit))
+        if cap is not None:
+            n = max(0, min(n, int(cap) - offset))
+        ex = list(dict.fromkeys(str(i) for i in exclude_ids))
+        params: dict[str, Any] = {
+            "w": (w / norm).tolist(),
+            "t": -2.0 if threshold is None else float(threshold),  # cosines are >= -1
+            "n": n,
+            "o": offset,
+        }
+        kw: dict[str, Any] = {}
+        if self.backend == "http" and _param_bytes(ex) > ID_PARAM_BYTES:  # as knn does: see there
+            excluded = EXCLUDED_TABLE
+            kw["external_data"] = ExternalData(
+                file_name=EXCLUDED_TABLE, data=_row_binary(ex), fmt="RowBinary", structure="id String"
+            )
+        else:
+            excluded = EXCLUDED_PARAM
+            params["ex"] = ex
+        if added is not None:
+            params["a0"], params["a1"] = max(0, int(added[0])), max(0, int(added[1]))
+        try:
+            with self._missing_table_is_empty(), self._lock:
+                hot = self.hot_copy and added is None
+                if hot:
+                    self._ensure_hot()
+                    hot = self._hot_ready
+                sql = self.dialect.matches(
+                    self._hot if hot else self.table, excluded, layout=self.layout, added=added is not None
+                )
+                rows = self._call_unlocked(functools.partial(self._rows, sql, params, **kw))
+                total = int(rows[0][5]) if rows else 0
+                if not rows and (offset or not n):
+                    # A page past the end has no row to carry the total: ask for the first row instead.
+                    head = self._call_unlocked(
+                        functools.partial(self._rows, sql, {**params, "n": 1, "o": 0}, **kw)
+                    )
+                    total = int(head[0][5]) if head else 0
+        except _MissingTable:
+            return MatchPage(0, offset, [], threshold)
+        if cap is not None:
+            total = min(total, int(cap))
+        items = [Scored(id=r[0], url=r[1], score=float(r[4]), caption=r[2], source=r[3]) for r in rows]
+        return MatchPage(total, offset, items, threshold)
+
+    def latest_added(self) -> int:
+        """When the newest image was added (Unix seconds; 0 for an empty or missing table)."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(f"SELECT toUnixTimestamp(max(added_at)), count() FROM {self.table}")
+        except _MissingTable:
+            return 0
+        return int(rows[0][0]) if rows and rows[0][1] else 0
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of ``ids`` (those that exist, in the order given) with distance 0."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import DimensionMismatch
-from core.records import Hit, ImageBatch, IndexStatus, StoreInfo
+from core.records import Hit, ImageBatch, IndexStatus, MatchPage, Scored, StoreInfo
 
 
 @dataclass(frozen=True)
@@ -264,6 +264,40 @@ class NumpyStore:
         """Stored vectors of the ``ids`` that exist, in the order given."""
         found = [i for i in ids if i in self._rows]
         return found, self._X[[self._rows[i] for i in found]].reshape(len(found), self.dim)
+
+    def matches(
+        self,
+        weight: np.ndarray,
+        threshold: float | None,
+        limit: int,
+        offset: int = 0,
+        exclude_ids: Iterable[str] = (),
+        cap: int | None = None,
+        added: tuple[int, int] | None = None,
+    ) -> MatchPage:
+        """Rows scoring above ``threshold``, best first (ties by id), one page: the numpy reference.
+        Rows carry no insert time here, so ``added`` is ignored."""
+        w = np.asarray(weight, dtype=np.float32).reshape(-1)
+        if w.shape[0] != self.dim:
+            raise DimensionMismatch(self.dim, w.shape[0], "matches")
+        sims = self._X @ (w / (np.linalg.norm(w) or 1.0))
+        keep = np.ones(len(sims), dtype=bool) if threshold is None else sims > threshold
+        keep[[self._rows[i] for i in exclude_ids if i in self._rows]] = False
+        rows = np.flatnonzero(keep)
+        ids = np.asarray(self._ids, dtype=object)[rows]
+        order = rows[np.lexsort((ids, -sims[rows]))]
+        if cap is not None:
+            order = order[: max(0, cap)]
+        page = order[max(0, offset) : max(0, offset) + max(0, limit)]
+        items = [
+            Scored(self._ids[r], self._urls[r], float(sims[r]), self._captions[r], self._sources[r])
+            for r in page
+        ]
+        return MatchPage(len(order), max(0, offset), items, threshold)
+
+    def latest_added(self) -> int:
+        """No insert times here: always 0."""
+        return 0
 
     def get(self, ids: Sequence[str]) -> list[Hit]:
         """Rows of the ``ids`` that exist, with distance 0."""

@@ -156,12 +156,15 @@ def fill_store(
     seed: int = 0,
     vectors: np.ndarray | None = None,
     contents: list[bytes] | None = None,
+    photos: Path | None = None,
 ) -> Dataset:
     """Insert ``n`` random unit vectors (or ``vectors``): two thirds from a folder, a third from
     "Unsplash" URLs.
 
     Every image gets a cached thumbnail (as ingest keeps one; ``contents`` gives their bytes);
-    Unsplash ones are also served by ``images`` so the fake Telegram can fetch them.
+    Unsplash ones are also served by ``images`` so the fake Telegram can fetch them. With ``photos``,
+    folder images are also written there as originals, their URL the file's ``file://`` URI (as
+    ``vdx ingest folder`` stores it).
     """
     if vectors is None:
         rng = np.random.default_rng(seed)
@@ -180,6 +183,10 @@ def fill_store(
         if source == "unsplash":
             images.images[f"{image_id}.jpg"] = content
             url = images.url(f"{image_id}.jpg")
+        elif photos is not None:
+            photos.mkdir(parents=True, exist_ok=True)
+            (photos / f"{image_id}.jpg").write_bytes(content)
+            url = (photos / f"{image_id}.jpg").resolve().as_uri()
         else:
             url = f"file:///photos/{image_id}.jpg"
         ds.ids.append(image_id)

@@ -125,6 +125,9 @@ FLOOD_COUNTED = frozenset(
     )
 )
 _MAX_UPLOAD = 64 * 1024 * 1024  # Telegram accepts 50 MB documents; albums of photos need > 1 MiB
+# "Bots can currently send files of any type of up to 50 MB in size" (https://core.telegram.org/bots/api#senddocument);
+# a larger upload is answered 413 "Request Entity Too Large".
+MAX_DOCUMENT = 50 * 1000 * 1000
 
 
 class ApiError(Exception):
@@ -670,6 +673,8 @@ class FakeBotApi:
         _check_caption(p.get("caption"))
         doc = p.get("document")
         content = await self._media_content(doc, call, "document")
+        if len(content) > MAX_DOCUMENT:
+            raise ApiError(413, "Request Entity Too Large")
         part = (
             doc.removeprefix("attach://")
             if isinstance(doc, str) and doc.startswith("attach://")

@@ -258,3 +258,22 @@ def test_parse_https_defaults() -> None:
 def test_bad_urls_are_clear_errors(url: str) -> None:
     with pytest.raises(StoreError):
         parse_db_url(url)
+
+
+def test_matches_score_every_row_in_one_scan_with_the_weight_as_a_parameter() -> None:
+    head = "SELECT id, url, caption, source, score, count() OVER () AS total FROM (SELECT id, url, caption, source, "
+    tail = (
+        "FROM images) WHERE score > {t:Float64} AND id NOT IN {ex:Array(String)} "
+        "ORDER BY score DESC, id LIMIT {n:UInt64} OFFSET {o:UInt64}"
+    )
+    assert CH.matches("images", EXCLUDED_PARAM, layout=ONE) == (
+        head + "dotProduct(vector, {w:Array(Float32)}) AS score " + tail
+    )
+    assert MS.matches("images", EXCLUDED_PARAM, layout=ONE) == (
+        head + "arraySum(arrayMap((x, y) -> x * y, vector, {w:Array(Float32)})) AS score " + tail
+    )
+    # Only the images added in a span of seconds (alerts); on a cluster a long exclusion list travels as
+    # an external table, which every shard must receive.
+    added = CH.matches("images", EXCLUDED_TABLE, layout=CLUSTER, added=True)
+    assert "FROM images WHERE added_at BETWEEN toDateTime({a0:UInt32}) AND toDateTime({a1:UInt32})) " in added
+    assert "id GLOBAL NOT IN vdx_excluded" in added
