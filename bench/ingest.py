@@ -1,7 +1,9 @@
-"""Ingest benchmark: ``vdx ingest folder`` images/s against encoder-only images/s, same model and batch size.
+"""Ingest benchmark: ``vdx ingest folder`` images/s against encoder-only images/s, same model and batch size;
+a re-run over every unchanged photo; the bot's callback answers with and without an ingest running in it.
 
 Run ``python -m bench.ingest`` (full: ViT-B/32 architecture with random weights, 192 photos from
-``../shared/photos``, 4 alternating rounds) or ``python -m bench.ingest --quick`` (tiny model, smoke run).
+``../shared/photos`` for throughput, 4 alternating rounds; all 431 for the re-run and the concurrent ingest)
+or ``python -m bench.ingest --quick`` (tiny model, smoke run).
 Random weights cost exactly what trained ones do: the same layers and matrix sizes.
 """
 
@@ -13,7 +15,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -64,19 +68,22 @@ def _encoder_only(encoder: ClipEncoder, images: list[Image.Image], batch: int) -
 
 def run(quick: bool = False) -> str:
     """Measure side by side, print the markdown section and write it to ``bench/results/ingest.md``."""
-    n_images = 24 if quick else 192
-    rounds = 1 if quick else 4
+    # Sized for a shared 2-core machine: each full round embeds the photos twice with ViT-B/32.
+    n_images = 24 if quick else 96
+    rounds = 1 if quick else 2
     batch = 32
     workers = 2
     encoder = ClipEncoder(str(model_dir(quick)), device="cpu", batch_size=batch)
     paths = [Path(im.location) for im in read_folder(PHOTOS, limit=n_images)]
     images = _decoded(paths)
     encoder.embed_images(images[:batch])  # load and warm up outside the timings
+    t = time.perf_counter()
+    _ = encoder.identity  # the weights' fingerprint, taken once per model (then cached by file stat)
+    fingerprint_s = time.perf_counter() - t
 
     enc_rates: list[float] = []
     model_rates: list[float] = []
     ingest_rates: list[float] = []
-    rerun_seconds: list[float] = []
     with tempfile.TemporaryDirectory(prefix="vdx-bench-ingest-") as tmp:
         for r in range(rounds):
 
@@ -103,9 +110,6 @@ def run(quick: bool = False) -> str:
                     )
                     assert report.stored == n_images, report.summary()
                     ingest_rates.append(report.images_per_second)
-                    again = ingest_folder(PHOTOS, store, encoder, settings, limit=n_images, progress=False)
-                    assert again.stored == 0 and again.skipped_existing == n_images
-                    rerun_seconds.append(again.seconds)
                 finally:
                     store.close()
 
@@ -113,6 +117,11 @@ def run(quick: bool = False) -> str:
             for step in (encoder_round, ingest_round) if r % 2 == 0 else (ingest_round, encoder_round):
                 step()
 
+    rerun = _rerun(quick)
+    # The bot and its ingest share one encoder; the tiny model keeps the concurrent run to minutes on a
+    # shared 2-core machine (the ingest is then bound by reading, decoding and thumbnailing).
+    tiny = ClipEncoder(str(model_dir(True)), device="cpu", batch_size=batch)
+    answers = _answers_while_ingesting(tiny, quick)
     enc, model, ing = (statistics.median(x) for x in (enc_rates, model_rates, ingest_rates))
     ratio_enc = statistics.median(i / e for i, e in zip(ingest_rates, enc_rates, strict=True))
     ratio_model = statistics.median(i / m for i, m in zip(ingest_rates, model_rates, strict=True))
@@ -137,16 +146,209 @@ Machine: {os.cpu_count()}-core x86-64 CPU, shared with other work, no GPU; Pytho
 | encoder only: model on ready pixel tensors | {model:.1f} | {ratio_model:.2f} |
 | **`vdx ingest folder`** (end to end, into chDB) | **{ing:.1f}** | 1.00 |
 
-Second run over the same folder (every id already stored, the model untouched): median
-{statistics.median(rerun_seconds):.2f} s for {n_images} photos. Goal: ingest ≥ 0.9 × encoder-only.
+Goal: ingest ≥ 0.9 × encoder-only: {
+        "met" if min(ratio_enc, ratio_model) >= 0.9 else "**missed** in this run"
+    } ({ratio_enc:.2f} and {ratio_model:.2f}). The model's fingerprint (SHA-256 of its weights, {
+        fingerprint_s:.1f} s for this
+checkpoint) is taken once per model and data directory and then cached, outside these timings.
 Per round (encoder `embed_images` / model only / ingest, images/s): {
         "; ".join(
             f"{e:.1f} / {m:.1f} / {i:.1f}"
             for e, m, i in zip(enc_rates, model_rates, ingest_rates, strict=True)
         )
     }.
+
+{rerun}
+
+{answers}
 """
     return publish("ingest", text, quick)
+
+
+def _rerun(quick: bool) -> str:
+    """Seconds for ``vdx ingest folder`` over every photo of the folder when none changed."""
+    limit = 48 if quick else None
+    tiny = ClipEncoder(str(model_dir(True)), device="cpu")  # nothing is embedded on a re-run
+    warm: list[float] = []
+    cold: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="vdx-bench-rerun-") as tmp:
+        settings = Settings(data_dir=Path(tmp), clip_model=tiny.model_name, device="cpu")
+        store = open_store(settings)
+        try:
+            first = ingest_folder(PHOTOS, store, tiny, settings, limit=limit, progress=False)
+            n = first.total
+            for _ in range(3):
+                again = ingest_folder(PHOTOS, store, tiny, settings, limit=limit, progress=False)
+                assert again.stored == 0 and again.unchanged == first.stored, again.summary()
+                warm.append(again.seconds)
+            for _ in range(2):
+                (settings.data_dir / "file-hashes.sqlite3").unlink()
+                again = ingest_folder(PHOTOS, store, tiny, settings, limit=limit, progress=False)
+                cold.append(again.seconds)
+        finally:
+            store.close()
+            tiny.close()
+    return f"""### Re-run over unchanged photos
+
+`vdx ingest folder ../shared/photos` a second time, every file unchanged ({n} photos, {
+        first.stored
+    } distinct images, {len(first.duplicates)} byte-identical copies, {
+        len(first.broken)
+    } broken): list the files, look up their content ids (from the hash cache, keyed by path, size and
+mtime), check the stored rows and the recorded model; nothing is read or embedded.
+
+| re-run | runs | seconds (median) | goal |
+| --- | ---: | ---: | --- |
+| hash cache present (every re-run after the first ingest) | {len(warm)} | {
+        statistics.median(warm):.2f} | < 2 s |
+| hash cache deleted (every file read and hashed again) | {len(cold)} | {statistics.median(cold):.2f} | — |
+"""
+
+
+def _answers_while_ingesting(encoder: ClipEncoder, quick: bool) -> str:
+    """Callback-answer latency of the running bot, alone and while it runs a folder ingest."""
+    import asyncio
+
+    return asyncio.run(_answers(encoder, quick))
+
+
+async def _answers(encoder: ClipEncoder, quick: bool) -> str:
+    import asyncio
+    import threading
+
+    from bench.bot_latency import _FakeTelegram, _fill, _ms
+    from bot.app import build_application, running, serve_commands
+    from core import service
+    from core.cli import build_parser
+    from core.events import CollectionEvents
+    from tests.e2e.fake_bot_api import DEFAULT_TOKEN, Call, button_texts
+
+    limit = 48 if quick else None
+    taps_per_chat = 4 if quick else 12
+    chats = 4 if quick else 8
+    interval = 0.25
+    with tempfile.TemporaryDirectory(prefix="vdx-bench-answers-") as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), clip_model=encoder.model_name, device="cpu", telegram_token=DEFAULT_TOKEN
+        )
+        store = open_store(settings, dim=encoder.dim)
+        store.ensure_schema()
+        store.record_model(encoder.identity)
+        tg = _FakeTelegram()
+        fake = tg.fake
+        events = CollectionEvents()
+        added: list[int] = []
+        events.subscribe(lambda e: added.append(len(e.ids)))
+        server = serve_commands(settings, store, encoder, events)
+        try:
+            await asyncio.to_thread(_fill, store, 5_000, tg.image_host)
+            app = build_application(
+                settings, store=store, encoder=encoder, api_url=fake.base_url, events=events
+            )
+            async with running(app):
+
+                async def wait_for(method: str, pred: Callable[[Call], bool], since: int) -> Call:
+                    return (await tg.aon_loop(fake.wait_for(method, pred, 120, since=since)))[0]
+
+                async def keyboard(chat: int) -> dict[str, Any]:
+                    since = await tg.acall(fake.mark)
+                    await tg.acall(lambda: fake.user_message(chat, chat, f"concept {chat}"))
+                    kb = await wait_for(
+                        "sendMessage",
+                        lambda c: (
+                            c.chat_id == chat and "🔁 Refine" in button_texts(c.params.get("reply_markup"))
+                        ),
+                        since,
+                    )
+                    return kb.result
+
+                async def taps(chat: int, kb: dict[str, Any], out: list[float]) -> None:
+                    for j in range(taps_per_chat):
+                        holder: list[tuple[str, int, int]] = []
+
+                        def go(j: int = j, holder: list[tuple[str, int, int]] = holder) -> None:
+                            since = fake.mark()
+                            q = fake.press(chat, chat, kb, f"{'👍' if j % 2 else '👎'} {j % 9 + 1}")
+                            holder.append((q, fake.last_update_id, since))
+
+                        await tg.acall(go)
+                        query, uid, since = holder[0]
+                        call = await wait_for(
+                            "answerCallbackQuery",
+                            lambda c, q=query: c.params.get("callback_query_id") == q,  # type: ignore[misc]
+                            since,
+                        )
+                        sent_at = fake.delivery(uid).sent_at
+                        assert sent_at is not None
+                        out.append(call.time - sent_at)
+                        await asyncio.sleep(interval)
+
+                keyboards = {c: await keyboard(c) for c in range(30_000, 30_000 + chats)}
+                alone: list[float] = []
+                await asyncio.gather(*(taps(c, kb, alone) for c, kb in keyboards.items()))
+
+                # ``vdx ingest folder`` from another terminal: parsed, sent over the bot's socket.
+                argv = ["ingest", "folder", str(PHOTOS), *(["--limit", str(limit)] if limit else [])]
+                args = build_parser().parse_args(argv)
+                sink = _Sink()
+                result: list[int] = []
+
+                def forward() -> None:
+                    conn = service.connect(settings)
+                    assert conn is not None
+                    result.append(service.forward(conn, "ingest", args, sink, sink))  # type: ignore[arg-type]
+
+                worker = threading.Thread(target=forward)
+                started = time.perf_counter()
+                worker.start()
+                busy: list[float] = []
+                rounds = 0
+                while worker.is_alive():
+                    await asyncio.gather(*(taps(c, kb, busy) for c, kb in keyboards.items()))
+                    rounds += 1
+                ingest_s = time.perf_counter() - started
+                worker.join()
+                assert result == [0], sink.text
+                stored = sum(added)
+                # New images are searchable in the same bot at once.
+                vec = encoder.embed_texts(["a photo"])[0]
+                assert store.count() == 5_000 + stored and len(store.knn(vec, 9)) == 9
+        finally:
+            server.close()
+            store.close()
+            tg.close()
+    (a50, a95), (b50, b95) = _ms(alone), _ms(busy)
+    return f"""### The bot while it ingests
+
+`vdx bot` (the real python-telegram-bot stack against the loopback Bot API of the end-to-end tests, on
+an embedded chDB store holding 5,000 random vectors, with the tiny random {encoder.dim}-d CLIP of the tests:
+with ViT-B/32 the ingest alone took minutes on this shared machine)
+answering 👍/👎 taps from {chats} chats (a tap every ~{interval:g} s each), first alone, then while
+`vdx ingest folder ../shared/photos` from another terminal runs inside it (sent over the bot's unix
+socket; {stored} images stored in {ingest_s:.0f} s, {rounds} round(s) of taps during it). Latency runs
+from the fake server's `getUpdates` answer carrying the tap to the bot's `answerCallbackQuery`.
+
+| bot | taps | p50 ms | p95 ms |
+| --- | ---: | ---: | ---: |
+| alone | {len(alone)} | {a50:.1f} | {a95:.1f} |
+| while ingesting {stored} photos | {len(busy)} | {b50:.1f} | {b95:.1f} |
+
+The machine's 2 cores were shared with other work (load average {os.getloadavg()[0]:.1f} at the end).
+"""
+
+
+class _Sink:
+    """Collects what a forwarded command prints."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 if __name__ == "__main__":

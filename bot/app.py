@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
 import logging
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 from urllib.parse import urlsplit
 
 from telegram import BotCommand, Update
@@ -33,7 +35,9 @@ from bot.redaction import TokenRedactor
 from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
 from core.config import Settings
 from core.errors import ConfigError, VdxError
+from core.events import CollectionEvents
 from core.explorer import Explorer
+from core.service import CommandServer
 from core.state import State
 from core.store import VectorStore
 
@@ -80,8 +84,13 @@ def build_application(
     encoder: ClipEncoder,
     state: State | None = None,
     api_url: str | None = None,
+    events: CollectionEvents | None = None,
 ) -> Application:
-    """The bot with everything injected; ``state`` is opened at start-up when not given."""
+    """The bot with everything injected; ``state`` is opened at start-up when not given.
+
+    ``events`` (also at ``app.bot_data["events"]``) carries an :class:`~core.events.ImagesIngested`
+    for every batch that an ingest run through this bot stores; subscribe to it for alerts.
+    """
     token = settings.telegram_token
     if not token:
         raise ConfigError(texts.MISSING_TOKEN)
@@ -122,6 +131,7 @@ def build_application(
     if url:
         builder = builder.base_url(url).base_file_url(_file_url(url))
     app = builder.build()
+    app.bot_data["events"] = events if events is not None else CollectionEvents()
     _register(app, handlers)
     return app
 
@@ -270,6 +280,7 @@ async def _serve(
     settings: Settings, api_url: str, webhook: Webhook | None, on_ready: Callable[[str], None] | None
 ) -> None:
     from core.encoder import ClipEncoder
+    from core.ingest import check_model
     from core.store import open_store
 
     # Telegram first: a wrong token or URL is told in seconds, before the model loads.
@@ -282,13 +293,20 @@ async def _serve(
     state: State | None = await State.open(settings.state_path)
     encoder = ClipEncoder.from_settings(settings)
     store = open_store(settings, dim=encoder.dim)
+    server = None
     try:
+        check_model(store, encoder)  # a different model would answer every concept with noise
         store.ensure_schema()  # an empty database answers "no images yet" instead of failing
         await encoder.aembed_texts(["warm up"])  # load the model now, not on the first person's concept
         if stop.is_set():  # interrupted while the model loaded
             return
-        app = build_application(settings, store=store, encoder=encoder, state=state, api_url=api_url)
+        events = CollectionEvents()
+        app = build_application(
+            settings, store=store, encoder=encoder, state=state, api_url=api_url, events=events
+        )
         state = None  # the application closes it at shutdown
+        if store.backend == "chdb":
+            server = serve_commands(settings, store, encoder, events)
         async with running(app, webhook=webhook, poll_timeout=POLL_TIMEOUT_S):
             if on_ready is not None:
                 mode = (
@@ -313,5 +331,38 @@ async def _serve(
             loop.remove_signal_handler(sig)
         if state is not None:
             await state.close()
+        if server is not None:
+            server.close()
         store.close()
         encoder.close()
+
+
+def serve_commands(
+    settings: Settings, store: VectorStore, encoder: ClipEncoder, events: CollectionEvents
+) -> CommandServer:
+    """Serve ``vdx ingest/search/info/index`` from other terminals with the bot's own store and
+    encoder (the embedded database opens in one process only); see ``core.service``."""
+    from core.cli import Runtime, run_command
+
+    ingest_lock = threading.Lock()
+
+    def run(command: str, args: argparse.Namespace, out: TextIO, err: TextIO, stop: threading.Event) -> int:
+        rt = Runtime(
+            settings,
+            out=out,
+            err=err,
+            store=store,
+            encoder=encoder,
+            events=events,
+            stop=stop,
+            progress=False,
+            ingest_lock=ingest_lock,
+        )
+        return run_command(command, args, rt)
+
+    server = CommandServer(settings, run)
+    try:
+        server.start()
+    except OSError as e:  # the bot works; only other terminals cannot use the database meanwhile
+        log.warning("cannot serve vdx commands on %s: %s", server.path, e)
+    return server

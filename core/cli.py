@@ -5,27 +5,56 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
+from core import __version__
 from core.config import Settings
-from core.errors import DimensionMismatch, EmptyDataset, IngestError, VdxError
+from core.errors import (
+    DimensionMismatch,
+    EmptyDataset,
+    SourceUnreachable,
+    VdxError,
+)
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
     from core.encoder import ClipEncoder
+    from core.events import CollectionEvents
     from core.records import IndexStatus
     from core.store import VectorStore
 
 log = logging.getLogger("vdx")
 
+EXIT_FAILED = 1  # a non-empty source of which nothing could be stored
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class Runtime:
+    """Where a command writes and what it may reuse: the bot serves commands with its open store and
+    encoder (see ``core.service``); on the command line each command opens its own."""
+
+    settings: Settings
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    store: VectorStore | None = None
+    encoder: ClipEncoder | None = None
+    events: CollectionEvents | None = None
+    stop: threading.Event | None = None
+    progress: bool = True
+    ingest_lock: threading.Lock | None = None  # one ingest at a time in a serving process
+
 
 DESCRIPTION = """\
 Visual Dataset Explorer: explore an image collection by concept (CLIP text -> nearest images in a
@@ -63,28 +92,52 @@ def _positive(text: str) -> int:
     return value
 
 
+GLOBAL_OPTIONS = ("data_dir", "db_url", "dialect", "table", "model", "device", "threads", "verbose")
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """The options every command takes, before or after its name (``vdx search x --data-dir d``)."""
+    # Below the top level they default to "not given", so that a subcommand does not reset a value
+    # given before its name.
+    unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    group = parser.add_argument_group("global options (also accepted before the command)")
+    group.add_argument("--data-dir", type=Path, help="data directory (VDX_DATA_DIR, default ./data)", **unset)
+    group.add_argument(
+        "--db-url", help="chdb:///abs/path or http(s)://user:password@host:port/db (VDX_DB_URL)", **unset
+    )
+    group.add_argument(
+        "--dialect", choices=["auto", "clickhouse", "myscale"], help="SQL dialect (VDX_DB_DIALECT)", **unset
+    )
+    group.add_argument("--table", help="image table name (VDX_TABLE, default images)", **unset)
+    group.add_argument(
+        "--model", help="image (and text) model: hub name or local directory (VDX_CLIP_MODEL)", **unset
+    )
+    group.add_argument(
+        "--text-model", help="a separate text tower for concepts, e.g. M-CLIP (VDX_TEXT_MODEL)", **unset
+    )
+    group.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], help="where the model runs (VDX_DEVICE)", **unset
+    )
+    group.add_argument("--threads", type=_positive, help="torch CPU threads (VDX_TORCH_THREADS)", **unset)
+    group.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr", **unset)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose subcommands all take the global options."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if kwargs.get("add_help", True) and self.prog != "vdx":
+            _global_options(self, top=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (all commands, with help and examples)."""
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="vdx", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
-    parser.add_argument("--data-dir", type=Path, help="data directory (VDX_DATA_DIR, default ./data)")
-    parser.add_argument(
-        "--db-url", help="chdb:///abs/path or http(s)://user:password@host:port/db (VDX_DB_URL)"
-    )
-    parser.add_argument(
-        "--dialect", choices=["auto", "clickhouse", "myscale"], help="SQL dialect (VDX_DB_DIALECT)"
-    )
-    parser.add_argument("--table", help="image table name (VDX_TABLE, default images)")
-    parser.add_argument(
-        "--model", help="image (and text) model: hub name or local directory (VDX_CLIP_MODEL)"
-    )
-    parser.add_argument(
-        "--text-model", help="a separate text tower for concepts, e.g. M-CLIP (VDX_TEXT_MODEL)"
-    )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the model runs (VDX_DEVICE)")
-    parser.add_argument("--threads", type=_positive, help="torch CPU threads (VDX_TORCH_THREADS)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"vdx {__version__}")
+    _global_options(parser, top=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     ingest = commands.add_parser(
         "ingest",
@@ -94,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  vdx ingest unsplash photos.tsv000 --limit 1000\n  vdx ingest folder ~/Pictures\n"
         "  vdx ingest vectors embeddings/",
     )
-    kinds = ingest.add_subparsers(dest="kind", required=True, metavar="SOURCE")
+    kinds = ingest.add_subparsers(dest="kind", required=True, metavar="SOURCE", parser_class=_Parser)
     unsplash = kinds.add_parser(
         "unsplash",
         help="an Unsplash Lite photos.tsv* (or a folder holding its parts)",
@@ -109,16 +162,27 @@ def build_parser() -> argparse.ArgumentParser:
         "folder",
         help="every jpg/jpeg/png/webp below a folder",
         description="Thumbnail, embed and store every jpg/jpeg/png/webp below PATH (recursive, offline). "
-        "Ids come from the relative paths, so running it again only adds new files.",
-        epilog="example:\n  vdx ingest folder ~/Pictures --limit 200",
+        "An image's id comes from its content, so a file is stored once wherever it lies: running it "
+        "again stores only new files, re-embeds changed ones (replacing their rows and thumbnails) and "
+        "reports byte-identical copies as duplicates. --prune removes the images whose files are gone.",
+        epilog="examples:\n  vdx ingest folder ~/Pictures --limit 200\n  vdx ingest folder ~/Pictures --prune",
         formatter_class=fmt,
     )
     folder.add_argument("path", type=Path, help="folder of photos")
     folder.add_argument("--workers", type=_positive, default=2, help="reader/decoder threads (default 2)")
+    folder.add_argument(
+        "--prune", action="store_true", help="remove stored images below PATH whose files are gone"
+    )
     for sub in (unsplash, folder):
         sub.add_argument("--limit", type=_positive, help="only the first N images of the source")
         sub.add_argument(
             "--batch-size", type=_positive, default=32, help="images per model batch (default 32)"
+        )
+        sub.add_argument(
+            "--reembed",
+            action="store_true",
+            help="first re-embed the whole collection with the configured model (from the thumbnails; "
+            "resumable), then ingest",
         )
     vectors = kinds.add_parser(
         "vectors",
@@ -239,23 +303,36 @@ def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with the command-line overrides applied."""
     settings = Settings.from_env()
     overrides: dict[str, object] = {
-        "data_dir": args.data_dir,
-        "db_url": args.db_url,
-        "db_dialect": args.dialect,
-        "table": args.table,
-        "clip_model": args.model,
-        "text_model": args.text_model,
-        "device": args.device,
-        "torch_threads": args.threads,
+        "data_dir": getattr(args, "data_dir", None),
+        "db_url": getattr(args, "db_url", None),
+        "db_dialect": getattr(args, "dialect", None),
+        "table": getattr(args, "table", None),
+        "clip_model": getattr(args, "model", None),
+        "text_model": getattr(args, "text_model", None),
+        "device": getattr(args, "device", None),
+        "torch_threads": getattr(args, "threads", None),
     }
     changes = {k: v for k, v in overrides.items() if v is not None}
     return settings.with_(**changes) if changes else settings
 
 
 @contextmanager
-def _store(settings: Settings, dim: int | None = None) -> Iterator[VectorStore]:
+def _store(rt: Runtime, dim: int | None = None, *, create: bool = True) -> Iterator[VectorStore]:
+    """The runtime's store, or one opened for this command (and closed after it).
+
+    ``create=False``: a command that only reads does not create an embedded database that is not
+    there (it says where it looked instead).
+    """
+    if rt.store is not None:
+        if dim is not None and rt.store.dim and rt.store.dim != dim:
+            raise DimensionMismatch(rt.store.dim, dim, f"table {rt.settings.table!r}")
+        yield rt.store
+        return
     from core.store import open_store
 
+    settings = rt.settings
+    if not create and not settings.db_url and not (settings.embedded_db_path / "metadata").is_dir():
+        raise EmptyDataset(str(settings.embedded_db_path.resolve()))
     store = open_store(settings, dim=dim)
     try:
         yield store
@@ -264,14 +341,19 @@ def _store(settings: Settings, dim: int | None = None) -> Iterator[VectorStore]:
 
 
 @contextmanager
-def _encoder(settings: Settings, batch_size: int = 32) -> Iterator[ClipEncoder]:
+def _encoder(rt: Runtime, batch_size: int = 32) -> Iterator[ClipEncoder]:
+    if rt.encoder is not None:
+        yield rt.encoder
+        return
     from core.encoder import ClipEncoder
 
+    settings = rt.settings
     encoder = ClipEncoder(
         settings.clip_model,
         device=settings.device,
         torch_threads=settings.torch_threads,
         batch_size=batch_size,
+        fingerprint_cache=settings.data_dir / "model-fingerprints.json",
         text_model=settings.text_model,
     )
     try:
@@ -280,66 +362,109 @@ def _encoder(settings: Settings, batch_size: int = 32) -> Iterator[ClipEncoder]:
         encoder.close()
 
 
-def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+def _where(rt: Runtime, store: VectorStore) -> str:
+    url = getattr(store, "url", "")
+    return url.removeprefix("chdb://") if url.startswith("chdb://") else url or str(rt.settings.data_dir)
+
+
+def cmd_ingest(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx ingest unsplash|folder|vectors PATH``."""
+    if rt.ingest_lock is None:
+        return _ingest(args, rt)
+    if not rt.ingest_lock.acquire(blocking=False):
+        raise VdxError("the bot is running another ingest: wait for it to finish, then run this one")
+    try:
+        return _ingest(args, rt)
+    finally:
+        rt.ingest_lock.release()
+
+
+def _ingest(args: argparse.Namespace, rt: Runtime) -> int:
     from core import ingest
 
+    settings = rt.settings
     if args.kind == "vectors":
         dim = ingest.vectors_dim(args.path)
-        with _store(settings, dim=dim) as store:
-            report = ingest.ingest_vectors(args.path, store, chunk_rows=args.chunk_rows)
+        with _store(rt, dim=dim) as store:
+            report = ingest.ingest_vectors(args.path, store, chunk_rows=args.chunk_rows, progress=rt.progress)
     else:
-        # Read the source first: a missing file or wrong columns fail before the model loads.
-        if args.kind == "unsplash":
-            images = ingest.read_unsplash(args.path, args.limit)
-        else:
-            images = ingest.read_folder(args.path, args.limit)
-            if not images:
-                raise IngestError(f"no jpg, jpeg, png or webp images below {args.path}")
+        # Read an Unsplash table first: a missing file or wrong columns fail before the model loads.
+        images = ingest.read_unsplash(args.path, args.limit) if args.kind == "unsplash" else None
+        if args.kind == "folder":
+            ingest.folder_files(args.path, 1)  # a missing folder fails before the database opens
         # The store is opened without a vector size so that a finished ingest re-runs without the model.
-        with _encoder(settings, args.batch_size) as encoder, _store(settings) as store:
-            report = ingest.ingest_images(
-                images,
-                store,
-                encoder,
-                settings.image_cache_dir,
-                source=args.kind,
+        with _encoder(rt, args.batch_size) as encoder, _store(rt) as store:
+            if getattr(args, "reembed", False) and store.count():
+                again = ingest.reembed(
+                    store,
+                    encoder,
+                    settings,
+                    workers=max(2, args.workers),
+                    batch_size=args.batch_size,
+                    progress=rt.progress,
+                    events=rt.events,
+                    stop=rt.stop,
+                )
+                _print_report(rt, again)
+            common = dict(
                 workers=args.workers,
                 batch_size=args.batch_size,
+                progress=rt.progress,
+                events=rt.events,
+                stop=rt.stop,
             )
-    print(report.summary())
+            if images is not None:
+                report = ingest.ingest_images(
+                    images, store, encoder, settings.image_cache_dir, source="unsplash", **common
+                )
+            else:
+                report = ingest.ingest_folder(
+                    args.path, store, encoder, settings, limit=args.limit, prune=args.prune, **common
+                )
+    return _print_report(rt, report)
+
+
+def _print_report(rt: Runtime, report: object) -> int:
+    from core.ingest import IngestReport, write_report_csv
+
+    assert isinstance(report, IngestReport)
+    if report.broken or report.duplicates:
+        write_report_csv(report, rt.settings.data_dir.resolve() / "reports")
+    print(report.summary(), file=rt.out)
+    if report.failed:
+        print(f"vdx: error: nothing of {report.total} could be stored (see the reasons above)", file=rt.err)
+        return EXIT_FAILED
     return 0
 
 
-def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_search(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx search [TEXT] [--image PATH] | --classifier FILE [-k N] [--json]``."""
+    from core.ingest import check_model
     from core.query import compose, parse
 
     if args.classifier is not None:
         if args.text.strip() or args.image is not None:
             raise VdxError("--classifier takes no TEXT or --image: it lists what the classifier accepts")
-        return _search_classifier(args, settings)
+        return _search_classifier(args, rt.settings)
     query = parse(args.text, photo=args.image is not None)  # bad syntax fails before anything loads
     image = _read_image(args.image) if args.image is not None else None
-    with _store(settings) as store:
+    with _store(rt, create=False) as store:
         if store.count() == 0:
-            raise EmptyDataset()
-        with _encoder(settings) as encoder:
-            if encoder.dim != store.dim:
-                raise DimensionMismatch(
-                    store.dim, encoder.dim, "VDX_CLIP_MODEL does not match the image table"
-                )
+            raise EmptyDataset(_where(rt, store))
+        with _encoder(rt) as encoder:
+            check_model(store, encoder)
             if any(encoder.text_truncated(t) for t in query.terms):
                 log.warning("the text is longer than the model reads; only the start is used")
             photo = encoder.embed_images([image])[0] if image is not None else None
             hits = store.knn(compose(query, encoder.embed_texts, photo), args.k)
+    out = rt.out
     if args.json:
-        print(json.dumps([h._asdict() for h in hits], ensure_ascii=False, indent=2))
+        print(json.dumps([h._asdict() for h in hits], ensure_ascii=False, indent=2), file=out)
     else:
         width = max((len(h.id) for h in hits), default=2)
-        print(f"{'#':>3}  {'id':<{width}}  distance  url")
+        print(f"{'#':>3}  {'id':<{width}}  distance  url", file=out)
         for rank, h in enumerate(hits, 1):
-            print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}")
+            print(f"{rank:>3}  {h.id:<{width}}  {h.distance:8.4f}  {h.url}", file=out)
     return 0
 
 
@@ -348,7 +473,7 @@ def _search_classifier(args: argparse.Namespace, settings: Settings) -> int:
     from core.export import read_classifier
 
     model = read_classifier(args.classifier)
-    with _store(settings) as store:
+    with _store(Runtime(settings)) as store:
         if store.count() == 0:
             raise EmptyDataset()
         if store.dim != len(model.weights):
@@ -394,7 +519,7 @@ def cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:
         try:
             summaries = await state.sessions()
             out = []
-            with _store(settings) as store:
+            with _store(Runtime(settings)) as store:
                 explorer = Explorer(store)
                 for s in summaries:
                     labels = await state.labels(s.session.id)
@@ -463,7 +588,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async def build() -> export.Bundle:
         state = await State.open(settings.state_path)
         try:
-            with _store(settings) as store:
+            with _store(Runtime(settings)) as store:
                 return await export.bundle_for(state, Explorer(store), args.session)
         finally:
             await state.close()
@@ -484,6 +609,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     return 0
+
+
 def _read_image(path: Path) -> Image:
     from PIL import Image as PILImage
     from PIL import UnidentifiedImageError
@@ -513,10 +640,20 @@ def _index_progress(status: IndexStatus) -> None:
         )
 
 
-def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
-    """``vdx info``."""
-    with _store(settings) as store:
+def cmd_info(args: argparse.Namespace, rt: Runtime) -> int:
+    """``vdx info``: where the vectors live, what is stored, the collection's model and the configured one."""
+    settings = rt.settings
+    with _store(rt, create=False) as store:
         info = store.info()
+    configured = settings.clip_model
+    if rt.encoder is not None:
+        configured = rt.encoder.identity.describe()
+    else:
+        from core.encoder import model_fingerprint
+
+        fp = model_fingerprint(settings.clip_model, settings.data_dir / "model-fingerprints.json")
+        configured = f"{settings.clip_model}{f' ({fp[:15]})' if fp else ''}"
+    collection = info.model.describe() if info.model is not None else "not recorded"
     if args.json:
         data = {
             "backend": info.backend,
@@ -536,10 +673,14 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
                 "error": info.index.error,
             },
             "model": settings.clip_model,
+            "collection_model": None
+            if info.model is None
+            else {"name": info.model.name, "dim": info.model.dim, "fingerprint": info.model.fingerprint},
+            "configured_model": configured,
+            "image_cache": str(settings.image_cache_dir.resolve()),
             "text_model": settings.text_model or None,
-            "image_cache": str(settings.image_cache_dir),
         }
-        print(json.dumps(data, indent=2))
+        print(json.dumps(data, indent=2), file=rt.out)
         return 0
     rows = [
         ("backend", info.backend),
@@ -549,29 +690,42 @@ def cmd_info(args: argparse.Namespace, settings: Settings) -> int:
         ("rows", str(info.rows)),
         ("dim", str(info.dim)),
         ("index", _index_text(info.index)),
-        ("model", settings.clip_model),
+        ("model", collection),
+        ("configured", configured),
         ("text model", settings.text_model or "the model's own"),
-        ("image cache", str(settings.image_cache_dir)),
+        ("image cache", str(settings.image_cache_dir.resolve())),
     ]
     for name, value in rows:
-        print(f"{name + ':':<13}{value}")
+        print(f"{name + ':':<13}{value}", file=rt.out)
+    if info.model is not None and collection != configured and not _same(info.model, rt):
+        print("note: the configured model is not the collection's; search and ingest refuse it", file=rt.out)
     return 0
 
 
-def cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+def _same(model: object, rt: Runtime) -> bool:
+    from core.encoder import model_fingerprint
+    from core.records import ModelIdentity
+
+    assert isinstance(model, ModelIdentity)
+    s = rt.settings
+    fp = model_fingerprint(s.clip_model, s.data_dir / "model-fingerprints.json")
+    return model.same_model(ModelIdentity(s.clip_model, model.dim, fp))
+
+
+def cmd_index(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx index create|status|drop``."""
-    with _store(settings) as store:
+    with _store(rt, create=args.action != "status") as store:
         if args.action == "create":
             status = store.index_create(wait=not args.no_wait, progress=_index_progress)
         elif args.action == "drop":
             status = store.index_drop()
         else:
             status = store.index_status()
-    print(f"index: {_index_text(status)}")
+    print(f"index: {_index_text(status)}", file=rt.out)
     return 0
 
 
-def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
+def cmd_bot(args: argparse.Namespace, rt: Runtime) -> int:
     """``vdx bot``: hands over to ``bot.app.run_bot``."""
     try:
         from bot.app import run_bot
@@ -579,7 +733,7 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
         raise VdxError(f"the Telegram bot is not available: cannot import {e.name or 'bot.app'}") from e
     options = {"listen": args.listen, "port": args.port}
     run_bot(
-        settings,
+        rt.settings,
         api_url=args.api_url,
         webhook_url=args.webhook_url,
         on_ready=lambda line: print(line, flush=True),
@@ -592,8 +746,8 @@ def cmd_bot(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS = {
     "ingest": cmd_ingest,
     "search": cmd_search,
-    "sessions": cmd_sessions,
-    "export": cmd_export,
+    "sessions": lambda args, rt: cmd_sessions(args, rt.settings),
+    "export": lambda args, rt: cmd_export(args, rt.settings),
     "info": cmd_info,
     "index": cmd_index,
     "bot": cmd_bot,
@@ -610,22 +764,16 @@ def one_line(text: str, limit: int = ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``vdx``; returns the exit status (0 ok, 2 error, 130 interrupted)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "search" and not args.text.strip() and args.image is None and args.classifier is None:
-        parser.error("search needs TEXT (the concept), --image PATH or --classifier classifier.json")
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def run_command(command: str, args: argparse.Namespace, rt: Runtime) -> int:
+    """Run one parsed command, turning domain errors into one line on ``rt.err`` and an exit status."""
     try:
-        return COMMANDS[args.command](args, _settings(args))
+        return COMMANDS[command](args, rt)
+    except SourceUnreachable as e:
+        print(f"vdx: error: {one_line(str(e))}", file=rt.err)
+        return EXIT_FAILED
     except VdxError as e:
         log.info("%s", type(e).__name__, exc_info=True)  # the whole chain, with -v
-        print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
+        print(f"vdx: error: {one_line(str(e))}", file=rt.err)
         return EXIT_ERROR
     except Exception as e:  # no domain error describes it: one line here, the traceback with -v
         log.info("unexpected error", exc_info=True)
@@ -636,13 +784,58 @@ def main(argv: list[str] | None = None) -> int:
         from core.ingest import IngestInterrupted
 
         if isinstance(e, IngestInterrupted):
-            print(
-                f"interrupted; {e.report.stored} images stored, run again to resume",
-                file=sys.stderr,
-            )
+            print(f"interrupted; {e.report.stored} images stored, run again to resume", file=rt.err)
         else:
-            print("interrupted", file=sys.stderr)
+            print("interrupted", file=rt.err)
         return EXIT_INTERRUPTED
+
+
+def _forwarded(command: str, args: argparse.Namespace, settings: Settings) -> int | None:
+    """Run the command in the ``vdx bot`` that holds this embedded database, when one is serving."""
+    from core import service
+
+    if command not in service.SERVED or settings.db_url:
+        return None
+    conn = service.connect(settings)
+    if conn is None:
+        return None
+    for key in ("path", "image"):  # the bot runs elsewhere: send absolute paths
+        if getattr(args, key, None) is not None:
+            setattr(args, key, Path(getattr(args, key)).resolve())
+    print(
+        f"vdx: the running bot holds {settings.embedded_db_path.resolve()}; it runs this command",
+        file=sys.stderr,
+    )
+    return service.forward(conn, command, args, sys.stdout, sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``vdx``; returns the exit status (0 ok, 1 nothing stored, 2 error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "search" and not args.text.strip() and args.image is None and args.classifier is None:
+        parser.error("search needs TEXT (the concept), --image PATH or --classifier classifier.json")
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = _settings(args)
+        forwarded = _forwarded(args.command, args, settings)
+    except VdxError as e:
+        print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if forwarded is not None:
+        return forwarded
+    code = run_command(args.command, args, Runtime(settings))
+    if code == EXIT_INTERRUPTED:
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(EXIT_INTERRUPTED))
+    return code
 
 
 if __name__ == "__main__":

@@ -91,11 +91,11 @@ class TableLayout:
         """A ``Distributed`` insert waits until the shards have the rows, so the next read sees them."""
         return {"insert_distributed_sync": 1} if self.cluster else {}
 
-    def create_sql(self, columns: str, settings: str = "") -> list[str]:
+    def create_sql(self, columns: str, settings: str = "", order_by: str = "id") -> list[str]:
         """``CREATE TABLE IF NOT EXISTS`` for the data table, and the ``Distributed`` table on a cluster."""
         stmts = [
             f"CREATE TABLE IF NOT EXISTS {self.data_table}{self.on_cluster} ({columns}) "
-            f"ENGINE = {self.engine} ORDER BY id{settings}"
+            f"ENGINE = {self.engine} ORDER BY {order_by}{settings}"
         ]
         if self.cluster:
             stmts.append(
@@ -108,6 +108,46 @@ class TableLayout:
         """Statements that drop every table of the layout (tests and clean-up)."""
         tables = [self.table, self.data_table] if self.cluster else [self.table]
         return [f"DROP TABLE IF EXISTS {t}{self.on_cluster} SYNC" for t in tables]
+
+    # -- rows removed, the collection's model, a table swapped in (the same SQL on both engines) ----
+
+    def delete_sql(self) -> str:
+        """Remove the rows whose id is in ``{ids}``: a lightweight ``DELETE`` on the data table(s)."""
+        return f"DELETE FROM {self.data_table}{self.on_cluster} WHERE id IN {{ids:Array(String)}}"
+
+    @property
+    def model(self) -> TableLayout:
+        """The layout of the table that records the collection's model, beside the vectors."""
+        return TableLayout(f"{self.table}__model", self.database, self.cluster)
+
+    def create_model_sql(self) -> list[str]:
+        """Create the model record table (one row per recorded model; the latest is the record)."""
+        return self.model.create_sql(
+            "name String, dim UInt32, fingerprint String, recorded_at DateTime64(6) DEFAULT now64(6)",
+            order_by="recorded_at",
+        )
+
+    def read_model_sql(self) -> str:
+        """The latest model record as ``name, dim, fingerprint``."""
+        return f"SELECT name, dim, fingerprint FROM {self.model.table} ORDER BY recorded_at DESC LIMIT 1"
+
+    def insert_model_sql(self) -> str:
+        """Record ``{n}``, ``{d}``, ``{f}`` as the latest model."""
+        return (
+            f"INSERT INTO {self.model.table} (name, dim, fingerprint) "
+            "VALUES ({n:String}, {d:UInt32}, {f:String})"
+        )
+
+    def swap_sql(self, replacement: TableLayout) -> list[str]:
+        """Put ``replacement``'s table in this one's place in one ``RENAME`` and drop the old one."""
+        if self.cluster:
+            raise ValueError("swapping tables on a cluster is not supported")
+        old = f"{self.table}__replaced"
+        return [
+            f"DROP TABLE IF EXISTS {old}",
+            f"RENAME TABLE {self.table} TO {old}, {replacement.table} TO {self.table}",
+            f"DROP TABLE IF EXISTS {old}",
+        ]
 
 
 def table_columns(dim: int) -> str:

@@ -14,7 +14,10 @@ image model's embeddings.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +30,7 @@ import numpy as np
 
 from core.errors import ModelLoadError
 from core.hub import hub_offline_reason, is_cached, is_hub_name
+from core.records import ModelIdentity
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLIP_MAX_TOKENS = 77
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 T = TypeVar("T")
 
 # What the image processor returns for a batch: ``pixel_values`` and, for SigLIP 2's NaFlex
@@ -63,6 +68,11 @@ class Encoder(Protocol):
 
     def text_truncated(self, text: str) -> bool:
         """Whether ``text`` is longer than the model reads."""
+        ...
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name, vector size and fingerprint of the model (recorded with the vectors it makes)."""
         ...
 
 
@@ -198,9 +208,12 @@ class ClipEncoder:
         torch_threads: int | None = None,
         batch_size: int = 32,
         text_model: str = "",
+        fingerprint_cache: Path | None = None,
     ) -> None:
         self.model_name = model
         self.text_model_name = text_model
+        self.fingerprint_cache = fingerprint_cache
+        self._identity: ModelIdentity | None = None
         self.requested_device = device
         self.torch_threads = torch_threads
         self.batch_size = max(1, batch_size)
@@ -222,7 +235,19 @@ class ClipEncoder:
             device=settings.device,
             torch_threads=settings.torch_threads,
             text_model=settings.text_model,
+            fingerprint_cache=settings.data_dir / "model-fingerprints.json",
         )
+
+    @property
+    def identity(self) -> ModelIdentity:
+        """Name, vector size and fingerprint of the image model, without loading the weights (hashed
+        once, then cached). A separate text model (``VDX_TEXT_MODEL``) is not part of it: the vectors
+        stored are the image model's."""
+        if self._identity is None:
+            self._identity = ModelIdentity(
+                self.model_name, self.dim, model_fingerprint(self.model_name, self.fingerprint_cache)
+            )
+        return self._identity
 
     @property
     def dim(self) -> int:
@@ -434,6 +459,65 @@ def _max_tokens(config: Any, tokenizer: Any, family: Family) -> int:
     if isinstance(declared, int) and 0 < declared < 100_000:
         limit = min(limit, declared)
     return limit
+
+
+def model_fingerprint(model: str, cache: Path | None = None) -> str:
+    """``sha256:<digest>`` of a local model directory's weight files, or ``rev:<commit>`` of a hub model.
+
+    Hashing a 600 MB checkpoint takes a few seconds, so the digest is kept in ``cache`` (a JSON file)
+    under the files' paths, sizes and modification times and only taken again when they change.
+    Empty when neither is known (a hub model missing from the local cache).
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+        if not files:
+            return ""
+        key = json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+        known = _read_json(cache)
+        if key in known:
+            return str(known[key])
+        digest = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                digest.update(hashlib.file_digest(fh, "sha256").digest())
+        fingerprint = f"sha256:{digest.hexdigest()}"
+        if cache is not None:
+            known[key] = fingerprint
+            _write_json(cache, known)
+        return fingerprint
+    from huggingface_hub import try_to_load_from_cache
+
+    # The local hub cache keeps each revision under snapshots/<commit>/: no network needed.
+    cached = try_to_load_from_cache(model, "config.json")
+    return f"rev:{Path(cached).parent.name}" if isinstance(cached, str) else ""
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:  # only a cache: the next run hashes again
+        log.info("could not write %s: %s", path, e)
+
+
+def _projection_dim(model: str, config: Any) -> int:
+    dim = getattr(config, "projection_dim", None)
+    if not dim:
+        raise ModelLoadError(model, "its config has no projection_dim: is it a CLIP model?")
+    return int(dim)
 
 
 def _reason(e: BaseException) -> str:

@@ -69,8 +69,9 @@ class DatabaseLocked(StoreUnavailable):
         self.path = path
         VdxError.__init__(
             self,
-            f"the embedded database at {path} is in use by another vdx process; stop it, "
-            "or use a ClickHouse server via VDX_DB_URL",
+            f"the embedded database at {path} is in use by another vdx process that does not serve "
+            "commands (a running `vdx bot` runs them for you); stop it, or use a ClickHouse server "
+            "via VDX_DB_URL",
         )
         self.url = f"chdb://{path}"
         self.reason = "locked"
@@ -97,11 +98,37 @@ class DimensionMismatch(StoreError):
         super().__init__(f"{where}: expected {expected}-d vectors, got {got}-d")
 
 
-class EmptyDataset(VdxError):
-    """The image table holds nothing yet."""
+class ModelMismatch(StoreError):
+    """The configured model is not the one that embedded the collection."""
 
-    def __init__(self) -> None:
-        super().__init__("no images yet — run `vdx ingest` first")
+    def __init__(self, collection: str, configured: str, hint: str = "") -> None:
+        self.collection = collection
+        self.configured = configured
+        super().__init__(
+            f"the collection was embedded with {collection}, the configured model is {configured}; "
+            + (hint or "re-embed with `vdx ingest folder PATH --reembed`")
+        )
+
+
+class EmptyDataset(VdxError):
+    """The image table holds nothing yet; ``where`` names the database that was looked at."""
+
+    def __init__(self, where: str = "") -> None:
+        self.where = where
+        at = f" in {where}" if where else ""
+        super().__init__(f"no images yet{at} — run `vdx ingest` first (or point --data-dir at your data)")
+
+
+class SourceUnreachable(VdxError):
+    """An ingest source whose first downloads all failed to connect: the host is down or refusing."""
+
+    def __init__(self, attempts: int, reason: str) -> None:
+        self.attempts = attempts
+        self.reason = reason
+        super().__init__(
+            f"the image host looks unreachable: the first {attempts} downloads all failed ({reason}); "
+            "nothing more was tried — check the network and run again"
+        )
 
 
 class IngestError(VdxError):

@@ -9,6 +9,7 @@ an interrupted run leaves a consistent store; a second run skips stored ids.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import http.client
 import io
@@ -23,26 +24,29 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
-from core.errors import DimensionMismatch, IngestError
+from core.errors import DimensionMismatch, IngestError, ModelMismatch, SourceUnreachable
+from core.events import CollectionEvents, ImagesIngested
 from core.records import ImageBatch
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.encoder import ClipEncoder, Pixels
+    from core.encoder import ClipEncoder, Encoder, Pixels
     from core.store import VectorStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 THUMBNAIL_MAX_SIDE = 1280
 UNSPLASH_WIDTH = 640  # ask images.unsplash.com for a resized image: plenty for CLIP's 224 px and the bot
@@ -69,31 +73,106 @@ class SourceImage:
     location: str
 
 
+SUMMARY_LINES = 20  # broken files and duplicates listed on screen; the CSV report has them all
+UNREACHABLE_AFTER = 20  # this many failed connections before any download works: the host is down
+
+
 @dataclass
 class IngestReport:
-    """What an ingest did: rows stored, ids already present, broken rows ``(id, reason)``."""
+    """What an ingest did, counted per file (or Unsplash row) of the source.
+
+    ``new`` and ``changed`` rows were embedded and stored (a changed file's old row and thumbnail
+    replaced); ``unchanged`` were stored already; ``removed`` rows were pruned (their file is gone);
+    ``gone`` are rows whose file is gone but that were kept (no ``--prune``); ``duplicates`` are
+    ``(path, path of the stored copy)`` of byte-identical files; ``broken`` is ``(path or photo_id,
+    reason)``. ``rekeyed`` counts changed rows that only had an id of the earlier path-based scheme.
+    """
 
     source: str
     total: int = 0
-    stored: int = 0
-    skipped_existing: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    gone: int = 0
+    rekeyed: int = 0
+    moved: int = 0
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
     broken: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    report_path: Path | None = None
+
+    @property
+    def stored(self) -> int:
+        """Rows embedded and stored by this run (new and changed)."""
+        return self.new + self.changed
+
+    @property
+    def skipped_existing(self) -> int:
+        """Files or rows that were stored already and left as they were."""
+        return self.unchanged
 
     @property
     def images_per_second(self) -> float:
         """Stored rows per second of wall time."""
         return self.stored / self.seconds if self.seconds > 0 else 0.0
 
-    def summary(self) -> str:
-        """Human-readable summary, broken rows listed by id."""
+    @property
+    def failed(self) -> bool:
+        """A non-empty source of which nothing could be stored: every item was broken."""
+        return self.total > 0 and len(self.broken) == self.total
+
+    def summary(self, limit: int = SUMMARY_LINES) -> str:
+        """At most a screenful: the counts, then the first ``limit`` broken files and duplicates."""
         rate = f" ({self.images_per_second:.1f}/s)" if self.stored else ""
-        lines = [
-            f"{self.source}: {self.stored} stored, {self.skipped_existing} already present, "
-            f"{len(self.broken)} broken, of {self.total} in {self.seconds:.1f} s{rate}"
+        counts = [
+            f"{self.new} new",
+            f"{self.changed} changed",
+            f"{self.unchanged} unchanged",
+            f"{self.removed} removed",
+            f"{len(self.duplicates)} duplicate",
+            f"{len(self.broken)} broken",
         ]
-        lines += [f"  broken {image_id}: {reason}" for image_id, reason in self.broken]
+        lines = [f"{self.source}: {', '.join(counts)}, of {self.total} in {self.seconds:.1f} s{rate}"]
+        if self.rekeyed:
+            lines.append(
+                f"  {self.rekeyed} rows of the earlier path-based id scheme were re-keyed by content"
+            )
+        if self.moved:
+            lines.append(f"  {self.moved} moved files keep their rows under the new path")
+        if self.gone:
+            lines.append(
+                f"  {self.gone} stored images are gone from disk: run again with --prune to remove them"
+            )
+        shown = 0
+        for where, reason in self.broken:
+            if shown < limit:
+                lines.append(f"  broken {where}: {reason}")
+            shown += 1
+        for where, copy_of in self.duplicates:
+            if shown < limit:
+                lines.append(f"  duplicate {where}: same bytes as {copy_of}")
+            shown += 1
+        if shown > limit:
+            lines.append(f"  … and {shown - limit} more")
+        if self.report_path is not None and shown:
+            lines.append(f"  full list: {self.report_path}")
         return "\n".join(lines)
+
+
+def write_report_csv(report: IngestReport, folder: Path) -> Path:
+    """Write every broken file and duplicate of ``report`` to a CSV in ``folder``; returns its path."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["status", "item", "detail"])
+        out.writerows(("broken", where, reason) for where, reason in report.broken)
+        out.writerows(("duplicate", where, f"same bytes as {of}") for where, of in report.duplicates)
+    report.report_path = path.resolve()
+    return report.report_path
 
 
 class IngestInterrupted(KeyboardInterrupt):
@@ -105,7 +184,14 @@ class IngestInterrupted(KeyboardInterrupt):
 
 
 class _Broken(Exception):
-    """A row that cannot be ingested (404, not an image, empty URL); counted, listed and skipped."""
+    """A row that cannot be ingested (404, not an image, empty URL); counted, listed and skipped.
+
+    ``unreachable`` marks a download that never reached the host (refused, timed out, no route).
+    """
+
+    def __init__(self, reason: str, unreachable: bool = False) -> None:
+        super().__init__(reason)
+        self.unreachable = unreachable
 
 
 @contextmanager
@@ -130,8 +216,67 @@ def cache_path(settings: Settings, image_id: str) -> Path:
 
 
 def stable_id(key: str) -> str:
-    """A short id derived from a path or URL: the same key always gives the same id."""
+    """A short id derived from a URL (precomputed vectors without ids): the same key, the same id.
+
+    Folder rows were keyed this way by their path relative to the folder given, up to vdx 0.1; such
+    rows are re-keyed by content on the next ingest of their folder.
+    """
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
+
+
+def content_id(data_digest: bytes) -> str:
+    """The id of a file from its SHA-256: the same bytes give the same id wherever the file lies."""
+    return data_digest.hex()[:20]
+
+
+class FileHashes:
+    """SHA-256 of files, remembered by path, size and modification time in a small SQLite file.
+
+    A re-run over a large folder then reads no file whose size and mtime are unchanged.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        import sqlite3
+
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, check_same_thread=False)
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, "
+                    "mtime_ns INTEGER, digest BLOB)"
+                )
+            except sqlite3.Error as e:  # only a cache: hash every file instead
+                log.info("file hash cache %s unusable: %s", path, e)
+                self._db = None
+        self._lock = threading.Lock()
+
+    def known(self) -> dict[str, tuple[int, int, bytes]]:
+        """Every remembered ``path -> (size, mtime_ns, digest)``."""
+        if self._db is None:
+            return {}
+        with self._lock:
+            rows = self._db.execute("SELECT path, size, mtime_ns, digest FROM hashes").fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def remember(self, rows: Sequence[tuple[str, int, int, bytes]]) -> None:
+        """Store ``(path, size, mtime_ns, digest)`` rows."""
+        if self._db is None or not rows:
+            return
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", rows)
+            self._db.commit()
+
+    def close(self) -> None:
+        """Close the cache file."""
+        if self._db is not None:
+            self._db.close()
+
+
+def _sha256(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,22 +352,71 @@ def sized_url(url: str, width: int = UNSPLASH_WIDTH) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode([*query, ("w", str(width))])))
 
 
-def read_folder(path: Path, limit: int | None = None) -> list[SourceImage]:
-    """Every jpg/jpeg/png/webp below ``path`` (recursive, sorted), id from the relative path."""
+def folder_files(path: Path, limit: int | None = None) -> list[Path]:
+    """Every jpg/jpeg/png/webp below ``path`` (recursive, sorted, absolute)."""
     if not path.exists():
-        raise IngestError(f"no such directory: {path}")
+        raise IngestError(f"no such directory: {path.resolve()}")
     if not path.is_dir():
-        raise IngestError(f"not a directory: {path} (vdx ingest folder takes a folder of photos)")
+        raise IngestError(f"not a directory: {path.resolve()} (vdx ingest folder takes a folder of photos)")
     root = path.resolve()
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if limit is not None:
-        files = files[:limit]
+    return files[:limit] if limit is not None else files
+
+
+def read_folder(
+    path: Path,
+    limit: int | None = None,
+    hashes: FileHashes | None = None,
+    broken: list[tuple[str, str]] | None = None,
+    workers: int = 4,
+) -> list[SourceImage]:
+    """The photos below ``path``, each with the id of its content (SHA-256), in path order.
+
+    Files that cannot be read are appended to ``broken`` as ``(path, reason)`` when given.
+    """
+    files = folder_files(path, limit)
+    known = hashes.known() if hashes is not None else {}
+    digests: dict[Path, bytes] = {}
+    todo: list[tuple[Path, int, int]] = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError as e:
+            if broken is not None:
+                broken.append((str(f), f"cannot read the file: {e.strerror or e}"))
+            continue
+        hit = known.get(str(f))
+        if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            digests[f] = hit[2]
+        else:
+            todo.append((f, st.st_size, st.st_mtime_ns))
+    fresh: list[tuple[str, int, int, bytes]] = []
+    if todo:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def digest(entry: tuple[Path, int, int]) -> tuple[Path, int, int, bytes | str]:
+            try:
+                return (*entry, _sha256(entry[0]))
+            except OSError as e:
+                return (*entry, f"cannot read the file: {e.strerror or e}")
+
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="vdx-hash") as pool:
+            for f, size, mtime, result in pool.map(digest, todo):
+                if isinstance(result, str):
+                    if broken is not None:
+                        broken.append((str(f), result))
+                    continue
+                digests[f] = result
+                fresh.append((str(f), size, mtime, result))
+    if hashes is not None:
+        hashes.remember(fresh)
     images = []
     for f in files:
-        rel = f.relative_to(root).as_posix()
+        if f not in digests:
+            continue
         images.append(
             SourceImage(
-                id=stable_id(rel),
+                id=content_id(digests[f]),
                 url=f.as_uri(),
                 caption=" ".join(re.sub(r"[_\-.]+", " ", f.stem).split()),
                 source="folder",
@@ -262,7 +456,7 @@ def _download(url: str, timeout: float, retries: int) -> bytes:
                 delay *= 2
                 continue
             reason = getattr(e, "reason", None) or e
-            raise _Broken(f"download failed after {retries + 1} tries: {reason}") from None
+            raise _Broken(f"download failed after {retries + 1} tries: {reason}", unreachable=True) from None
     raise AssertionError("unreachable")
 
 
@@ -301,7 +495,7 @@ def _write_thumbnail(data: bytes, image: Image.Image, target: Path) -> Image.Ima
         and orientation == 1
         and max(image.size) <= THUMBNAIL_MAX_SIDE
     )
-    tmp = target.with_name(f".{target.name}.{threading.get_ident()}.tmp")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         # (a JPEG decoded at reduced scale by draft() has a smaller size than its header says)
         if small_jpeg and image.size == Image.open(io.BytesIO(data)).size:
@@ -318,6 +512,30 @@ def _write_thumbnail(data: bytes, image: Image.Image, target: Path) -> Image.Ima
         tmp.unlink(missing_ok=True)
         raise IngestError(f"cannot write the thumbnail {target}: {e}") from e
     return thumb
+
+
+def remove_temporary_files(cache_dir: Path, *, only_mine: bool = False) -> int:
+    """Delete half-written thumbnails (``.<id>.jpg.<pid>-<thread>.tmp``) of this process, or of any
+    process that is no longer running; returns how many were removed."""
+    removed = 0
+    for tmp in cache_dir.glob(".*.tmp"):
+        pid_text = tmp.name.rsplit(".", 2)[-2].split("-")[0]
+        pid = int(pid_text) if pid_text.isdigit() else -1
+        mine = pid == os.getpid()
+        if only_mine and not mine:
+            continue
+        if not mine and pid > 0:
+            try:
+                os.kill(pid, 0)
+                continue  # another live process is writing it
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -345,25 +563,39 @@ class _Loaded:
     item: SourceImage
     pixels: Pixels | None = None  # the model's inputs for this one image
     broken: str = ""
+    unreachable: bool = False
 
 
-def _load(item: SourceImage, cache_dir: Path, encoder: ClipEncoder, timeout: float, retries: int) -> _Loaded:
+def _load(
+    item: SourceImage,
+    cache_dir: Path,
+    encoder: ClipEncoder,
+    timeout: float,
+    retries: int,
+    stop: threading.Event,
+) -> _Loaded:
     """Read, decode, thumbnail and preprocess one image; a broken row comes back with its reason."""
     target = cache_dir / f"{item.id}.jpg"
+    if stop.is_set():  # the run was interrupted: touch nothing more
+        return _Loaded(item, broken="interrupted")
     try:
         thumb = None
-        if item.source != "folder" and target.exists():
+        if (item.source != "folder" or Path(item.location) == target) and target.exists():
             # A thumbnail left by an interrupted run: reuse it instead of downloading again.
             try:
                 thumb = _decode(target.read_bytes()).convert("RGB")
             except _Broken:
                 thumb = None
         if thumb is None:
+            if Path(item.location) == target:
+                raise _Broken("its thumbnail is missing or unreadable")
             data = _read_bytes(item, timeout, retries)
+            if stop.is_set():
+                return _Loaded(item, broken="interrupted")
             thumb = _write_thumbnail(data, _decode(data), target)
         return _Loaded(item, pixels=encoder.preprocess_images([thumb]))
     except _Broken as e:
-        return _Loaded(item, broken=str(e))
+        return _Loaded(item, broken=str(e), unreachable=e.unreachable)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -384,6 +616,56 @@ def _present(store: VectorStore, ids: Sequence[str]) -> set[str]:
     return present
 
 
+class _DaemonPool:
+    """Worker threads that never hold up the process's exit (a download may hang for its full
+    timeout; ``ThreadPoolExecutor`` joins its threads at exit, this pool does not)."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        import queue
+
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        _yield_to_model()
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            future, fn = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as e:  # handed to the waiting thread, as concurrent.futures does
+                future.set_exception(e)
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` in a worker; its result or exception arrives in the returned future."""
+        future: Future[T] = Future()
+        self._tasks.put((future, fn))
+        return future
+
+    def shutdown(self) -> None:
+        """Let the workers finish their current task and stop (without waiting for them)."""
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+def check_model(store: VectorStore, encoder: Encoder) -> None:
+    """Refuse a model other than the collection's, naming both (:class:`ModelMismatch`), or one
+    whose vectors have another size than the table's (:class:`DimensionMismatch`)."""
+    recorded = store.model()
+    if recorded is not None and not recorded.same_model(encoder.identity):
+        raise ModelMismatch(recorded.describe(), encoder.identity.describe())
+    if store.dim and store.dim != encoder.dim:
+        raise DimensionMismatch(store.dim, encoder.dim, "VDX_CLIP_MODEL does not match the image table")
+
+
 def ingest_images(
     images: Sequence[SourceImage],
     store: VectorStore,
@@ -396,28 +678,42 @@ def ingest_images(
     timeout: float = 20.0,
     retries: int = 2,
     progress: bool = True,
+    events: CollectionEvents | None = None,
+    replaces: Mapping[str, Sequence[str]] | None = None,
+    stop: threading.Event | None = None,
+    report: IngestReport | None = None,
 ) -> IngestReport:
-    """Thumbnail, embed and insert ``images`` not yet stored; broken ones are listed in the report."""
+    """Thumbnail, embed and insert ``images`` not yet stored; broken ones are listed in the report.
+
+    ``replaces[id]`` are the ids of rows that the image's row supersedes (a changed file): they and
+    their thumbnails are removed once the new row is stored. Setting ``stop`` ends the run as
+    Ctrl-C does (:class:`IngestInterrupted`). Each stored batch is published on ``events``.
+    """
     started = time.perf_counter()
-    report = IngestReport(source=source, total=len(images))
+    if report is None:
+        report = IngestReport(source=source, total=len(images))
+    replaces = replaces or {}
+    stop = stop or threading.Event()
+    if store.count():
+        check_model(store, encoder)
     # Look up stored ids before touching the model, so a finished ingest re-runs in seconds.
     present = _present(store, [im.id for im in images])
     todo = [im for im in images if im.id not in present]
-    report.skipped_existing = len(images) - len(todo)
+    report.unchanged += len(images) - len(todo)
     if not todo:
-        report.seconds = time.perf_counter() - started
+        report.seconds += time.perf_counter() - started
         return report
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_temporary_files(cache_dir)  # left by a run that was killed
     # The model loads in the first worker that decodes an image (the others wait on its lock), so a
     # re-run whose remaining rows are all broken never pays for it.
     schema_ready = False
     window = max(2 * batch_size, 4 * workers)  # bounded read-ahead: memory stays flat on 25k images
-    pool = ThreadPoolExecutor(
-        max_workers=workers, thread_name_prefix="vdx-ingest", initializer=_yield_to_model
-    )
+    pool = _DaemonPool(workers, "vdx-ingest")
     pending: deque[Future[_Loaded]] = deque()
     queue: Iterator[SourceImage] = iter(todo)
     batch: list[_Loaded] = []
+    loaded_ok = unreachable = 0
     bar = tqdm(
         total=len(todo),
         unit="img",
@@ -431,7 +727,9 @@ def ingest_images(
             item = next(queue, None)
             if item is None:
                 return
-            pending.append(pool.submit(_load, item, cache_dir, encoder, timeout, retries))
+            pending.append(
+                pool.submit(functools.partial(_load, item, cache_dir, encoder, timeout, retries, stop))
+            )
 
     def flush() -> None:
         nonlocal schema_ready
@@ -445,6 +743,8 @@ def ingest_images(
                     store.dim, encoder.dim, "VDX_CLIP_MODEL does not match the image table"
                 )
             store.ensure_schema()
+            if store.model() is None:
+                store.record_model(encoder.identity)
             schema_ready = True
 
         vectors = encoder.embed_pixels([b.pixels for b in batch if b.pixels is not None])
@@ -457,36 +757,80 @@ def ingest_images(
             sources=[i.source for i in items],
         )
         batch.clear()
+        old = sorted({o for i in items for o in replaces.get(i.id, ()) if o != i.id})
         with _ctrl_c_deferred():
             store.insert(rows)
-            report.stored += len(items)
+            if old:
+                store.delete(old)
+            for i in items:
+                if replaces.get(i.id):
+                    report.changed += 1
+                    report.rekeyed += _is_path_keyed(replaces[i.id], Path(i.location))
+                else:
+                    report.new += 1
+        for o in old:
+            with contextlib.suppress(OSError):
+                (cache_dir / f"{o}.jpg").unlink()
+        if events is not None:
+            events.publish(ImagesIngested(ids=tuple(rows.ids), source=source, replaced=tuple(old)))
         bar.update(len(items))
 
     try:
         refill()
         while pending:
-            loaded = pending.popleft().result()
+            future = pending.popleft()
+            while True:  # wake up now and then, so that ``stop`` is seen while downloads hang
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                try:
+                    loaded = future.result(timeout=0.2)
+                    break
+                except FutureTimeout:
+                    continue
             refill()
             if loaded.broken:
-                report.broken.append((loaded.item.id, loaded.broken))
-                log.info("skipped %s: %s", loaded.item.id, loaded.broken)
+                report.broken.append(
+                    (loaded.item.location if source == "folder" else loaded.item.id, loaded.broken)
+                )
+                log.info("skipped %s: %s", loaded.item.location or loaded.item.id, loaded.broken)
                 bar.update(1)
                 bar.set_postfix(broken=len(report.broken), refresh=False)
+                if loaded.unreachable and not loaded_ok:
+                    unreachable += 1
+                    if unreachable >= UNREACHABLE_AFTER:
+                        raise SourceUnreachable(unreachable, loaded.broken)
             else:
+                loaded_ok += 1
                 batch.append(loaded)
                 if len(batch) >= batch_size:
                     flush()
         flush()
     except KeyboardInterrupt:
-        report.seconds = time.perf_counter() - started
+        stop.set()
+        _exit_at_second_ctrl_c()
+        report.seconds += time.perf_counter() - started
         raise IngestInterrupted(report) from None
     finally:
+        stop.set()
         for f in pending:
             f.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown()
         bar.close()
-    report.seconds = time.perf_counter() - started
+        remove_temporary_files(cache_dir, only_mine=True)
+    report.seconds += time.perf_counter() - started
     return report
+
+
+def _exit_at_second_ctrl_c() -> None:
+    """After the first Ctrl-C the run is winding down; a second one ends the process at once."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda signum, frame: os._exit(130))
+
+
+def _is_path_keyed(old_ids: Sequence[str], path: Path) -> bool:
+    """Whether one of ``old_ids`` is the path-based id vdx 0.1 gave ``path`` (relative to some parent)."""
+    ids = set(old_ids)
+    return any(stable_id(path.relative_to(parent).as_posix()) in ids for parent in path.parents)
 
 
 def ingest_unsplash(
@@ -501,6 +845,8 @@ def ingest_unsplash(
     timeout: float = 20.0,
     retries: int = 2,
     progress: bool = True,
+    events: CollectionEvents | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestReport:
     """Download, thumbnail, embed and store the photos of an Unsplash Lite ``photos.tsv*``."""
     images = read_unsplash(path, limit)
@@ -515,7 +861,87 @@ def ingest_unsplash(
         timeout=timeout,
         retries=retries,
         progress=progress,
+        events=events,
+        stop=stop,
     )
+
+
+@dataclass
+class FolderPlan:
+    """What a folder ingest has to do, decided from the files' content ids and the stored rows."""
+
+    todo: list[SourceImage]
+    replaces: dict[str, list[str]]  # new id -> ids of the rows it supersedes (same path, other bytes)
+    moves: list[SourceImage]  # stored content whose only path is gone, found under a new path
+    gone: list[str]  # ids of rows below the folder whose file no longer exists
+
+
+def plan_folder(
+    root: Path, images: Sequence[SourceImage], store: VectorStore, report: IngestReport
+) -> FolderPlan:
+    """Sort the folder's files into new, changed, unchanged, moved and duplicate (counted in ``report``)."""
+    prefix = root.resolve().as_uri().rstrip("/") + "/"
+    below = store.urls_with_prefix(prefix)
+    by_url: dict[str, list[str]] = {}
+    for image_id, url in below:
+        by_url.setdefault(url, []).append(image_id)
+    stored = {h.id: h.url for h in store.get(list(dict.fromkeys(im.id for im in images)))}
+    scanned = {im.url for im in images}
+    # The copy a row already points at stays the stored one; otherwise the first in path order.
+    first: dict[str, SourceImage] = {im.id: im for im in images if stored.get(im.id) == im.url}
+    for im in images:
+        first.setdefault(im.id, im)
+    plan = FolderPlan(todo=[], replaces={}, moves=[], gone=[])
+    for im in images:
+        if first[im.id] is not im:
+            report.duplicates.append((im.location, first[im.id].location))
+            continue
+        stale = [i for i in by_url.get(im.url, []) if i != im.id]
+        if im.id in stored:
+            if stale:  # this path now holds bytes stored under another path: drop its old row
+                plan.gone.extend(stale)
+            if stored[im.id] == im.url:
+                report.unchanged += 1
+            elif _file_exists(stored[im.id]):
+                report.duplicates.append((im.location, _path_of(stored[im.id])))
+            else:
+                plan.moves.append(im)
+        else:
+            plan.todo.append(im)
+            if stale:
+                plan.replaces[im.id] = stale
+    replaced = {o for olds in plan.replaces.values() for o in olds}
+    for image_id, url in below:
+        if url not in scanned and image_id not in replaced and not _file_exists(url):
+            plan.gone.append(image_id)
+    plan.gone = sorted(set(plan.gone) - {im.id for im in plan.moves})
+    return plan
+
+
+def _path_of(url: str) -> str:
+    return urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+
+
+def _file_exists(url: str) -> bool:
+    return url.startswith("file://") and Path(_path_of(url)).is_file()
+
+
+def _relocate(store: VectorStore, moves: Sequence[SourceImage]) -> None:
+    """Point the rows of moved files at their new paths (the vectors stay as they are)."""
+    if not moves:
+        return
+    ids, vectors = store.vectors([m.id for m in moves])
+    by_id = {m.id: m for m in moves}
+    rows = ImageBatch(
+        ids=ids,
+        urls=[by_id[i].url for i in ids],
+        vectors=vectors,
+        captions=[by_id[i].caption for i in ids],
+        sources=["folder"] * len(ids),
+    )
+    with _ctrl_c_deferred():
+        store.delete(ids)
+        store.insert(rows)
 
 
 def ingest_folder(
@@ -528,14 +954,36 @@ def ingest_folder(
     workers: int = 2,
     batch_size: int = 32,
     progress: bool = True,
+    prune: bool = False,
+    events: CollectionEvents | None = None,
+    stop: threading.Event | None = None,
 ) -> IngestReport:
-    """Thumbnail, embed and store every jpg/jpeg/png/webp below ``path``."""
-    images = read_folder(path, limit)
-    if not images:
-        raise IngestError(f"no jpg, jpeg, png or webp images below {path}")
+    """Bring the collection in line with every jpg/jpeg/png/webp below ``path``.
+
+    New files are embedded and stored, changed files re-embedded (their old rows and thumbnails
+    replaced), byte-identical copies stored once and reported, and with ``prune`` the rows of files
+    that are gone from disk removed.
+    """
+    started = time.perf_counter()
+    report = IngestReport(source=f"folder {path.resolve()}")
+    hashes = FileHashes(settings.data_dir / "file-hashes.sqlite3")
+    try:
+        images = read_folder(path, limit, hashes=hashes, broken=report.broken, workers=max(2, workers))
+    finally:
+        hashes.close()
+    report.total = len(images) + len(report.broken)
+    if not report.total:
+        raise IngestError(f"no jpg, jpeg, png or webp images below {path.resolve()}")
     remember_folder(settings, path)
-    return ingest_images(
-        images,
+    if store.count():
+        check_model(store, encoder)
+    plan = plan_folder(path, images, store, report)
+    _relocate(store, plan.moves)
+    report.moved = len(plan.moves)
+    report.unchanged += len(plan.moves)
+    report.seconds = time.perf_counter() - started
+    ingest_images(
+        plan.todo,
         store,
         encoder,
         settings.image_cache_dir,
@@ -543,7 +991,91 @@ def ingest_folder(
         workers=workers,
         batch_size=batch_size,
         progress=progress,
+        events=events,
+        replaces=plan.replaces,
+        stop=stop,
+        report=report,
     )
+    started = time.perf_counter()
+    if prune and plan.gone:
+        with _ctrl_c_deferred():
+            report.removed = store.delete(plan.gone)
+        for image_id in plan.gone:
+            with contextlib.suppress(OSError):
+                cache_path(settings, image_id).unlink()
+        if events is not None:
+            events.publish(ImagesIngested(ids=(), source="folder", removed=tuple(plan.gone)))
+    else:
+        report.gone = len(plan.gone)
+    report.seconds += time.perf_counter() - started
+    return report
+
+
+REEMBED_SUFFIX = "__reembed"
+
+
+def reembed(
+    store: VectorStore,
+    encoder: ClipEncoder,
+    settings: Settings,
+    *,
+    workers: int = 2,
+    batch_size: int = 32,
+    progress: bool = True,
+    events: CollectionEvents | None = None,
+    stop: threading.Event | None = None,
+) -> IngestReport:
+    """Embed every stored image again with ``encoder``, from its thumbnail; resumable.
+
+    The new vectors go to a side table (``<table>__reembed``, with its own model record) while the
+    collection keeps answering searches with the old ones; an interrupted run continues where it
+    stopped. Once every row is done the side table takes the collection's place in one rename and
+    the new model is recorded. Rows without a thumbnail (precomputed vectors) cannot be re-embedded:
+    they are listed as broken and left out of the new collection.
+    """
+    started = time.perf_counter()
+    rows = store.all_rows()
+    report = IngestReport(source="reembed", total=len(rows))
+    side = store.sibling(REEMBED_SUFFIX)
+    recorded = side.model()
+    if side.dim and (recorded is None or not recorded.same_model(encoder.identity)):
+        side.drop()  # a re-embed with yet another model was interrupted: start over
+        side = store.sibling(REEMBED_SUFFIX)
+    side.dim = encoder.dim
+    side.ensure_schema()
+    if side.model() is None:
+        side.record_model(encoder.identity)
+    images = [
+        SourceImage(
+            id=r.id,
+            url=r.url,
+            caption=r.caption,
+            source=r.source,
+            location=str(cache_path(settings, r.id)),
+        )
+        for r in rows
+    ]
+    report.seconds = time.perf_counter() - started
+    ingest_images(
+        images,
+        side,
+        encoder,
+        settings.image_cache_dir,
+        source="reembed",
+        workers=workers,
+        batch_size=batch_size,
+        progress=progress,
+        stop=stop,
+        report=report,
+    )
+    started = time.perf_counter()
+    with _ctrl_c_deferred():
+        store.replace_with(side)
+        store.record_model(encoder.identity)
+    if events is not None:
+        events.publish(ImagesIngested(ids=tuple(r.id for r in rows), source="reembed"))
+    report.seconds += time.perf_counter() - started
+    return report
 
 
 FOLDERS_FILE = "folders.txt"  # in the data dir: every folder ingested, one absolute path a line
@@ -753,7 +1285,7 @@ def _insert_chunk(
         elif not np.isfinite(norms[i]) or norms[i] == 0:
             report.broken.append((image_id, "zero or non-finite vector"))
         elif image_id in present or image_id in seen:
-            report.skipped_existing += 1
+            report.unchanged += 1
         else:
             seen.add(image_id)
             keep.append(i)
@@ -770,4 +1302,4 @@ def _insert_chunk(
     )
     with _ctrl_c_deferred():
         store.insert(rows)
-        report.stored += len(keep)
+        report.new += len(keep)

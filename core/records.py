@@ -98,3 +98,28 @@ class StoreInfo:
     dim: int
     index: IndexStatus
     cluster: str = ""  # VDX_DB_CLUSTER: the table is Distributed over this cluster
+    model: ModelIdentity | None = None  # the model recorded with the vectors
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a set of vectors: ``name`` (hub name or directory), ``dim``, and a ``fingerprint``
+    that tells two models of the same size apart (``rev:<hub commit>`` or ``sha256:<weights digest>``;
+    empty when unknown)."""
+
+    name: str
+    dim: int
+    fingerprint: str = ""
+
+    def same_model(self, other: ModelIdentity) -> bool:
+        """True when both describe the same weights: fingerprints decide when both have one, else names."""
+        if self.dim != other.dim:
+            return False
+        if self.fingerprint and other.fingerprint:
+            return self.fingerprint == other.fingerprint
+        return self.name == other.name
+
+    def describe(self) -> str:
+        """``name (512-d, sha256:0123abcd)`` for messages."""
+        fp = f", {self.fingerprint[:15]}" if self.fingerprint else ""
+        return f"{self.name} ({self.dim}-d{fp})"

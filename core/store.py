@@ -48,7 +48,7 @@ from core.dialects import (
     short_reason,
 )
 from core.errors import DatabaseLocked, DimensionMismatch, IndexBuildFailed, StoreError, StoreUnavailable
-from core.records import Hit, ImageBatch, IndexStatus, MatchPage, Scored, StoreInfo
+from core.records import Hit, ImageBatch, IndexStatus, MatchPage, ModelIdentity, Scored, StoreInfo
 
 __all__ = [
     "ClickHouseStore",
@@ -119,6 +119,30 @@ class VectorStore(Protocol):
 
     def count(self) -> int:
         """Number of stored images."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the rows of ``ids``; returns how many of them were stored."""
+
+    def urls_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """``(id, url)`` of every row whose url starts with ``prefix`` (a folder's ``file://`` URI)."""
+
+    def all_rows(self) -> list[Hit]:
+        """Every row (without vectors), ordered by id."""
+
+    def sibling(self, suffix: str) -> VectorStore:
+        """A store on the table ``<table><suffix>`` over the same connection."""
+
+    def replace_with(self, other: VectorStore) -> None:
+        """Make ``other``'s rows this table's rows; ``other``'s table is gone after."""
+
+    def drop(self) -> None:
+        """Drop this table and its model record."""
+
+    def model(self) -> ModelIdentity | None:
+        """The model recorded with the vectors, or None for a collection that has no record."""
+
+    def record_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as the model that embedded the collection."""
 
     def index_create(
         self, wait: bool = True, progress: Callable[[IndexStatus], None] | None = None
@@ -656,6 +680,96 @@ class ClickHouseStore:
         except _MissingTable:
             return 0
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove the rows of ``ids`` (and their copies in memory); returns how many were stored."""
+        doomed = sorted(self.ids_present(ids))
+        if not doomed:
+            return 0
+        sql = self.layout.delete_sql()
+        with self._lock:
+            for chunk in _chunks(doomed):
+                self._call_unlocked(functools.partial(self._client.command, sql, parameters={"ids": chunk}))
+            self._drop_hot()
+        return len(doomed)
+
+    def _drop_hot(self) -> None:
+        """Forget the in-memory copy (the caller holds the lock); the next search rebuilds it: rows are
+        removed rarely, and a rebuild is one scan."""
+        if self._hot_ready:
+            self._call_unlocked(lambda: self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {self._hot}"))
+            self._hot_ready = False
+
+    def urls_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """``(id, url)`` of every row whose url starts with ``prefix``."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(
+                    f"SELECT id, url FROM {self.table} WHERE startsWith(url, {{p:String}})", {"p": prefix}
+                )
+        except _MissingTable:
+            return []
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def all_rows(self) -> list[Hit]:
+        """Every row (without vectors), ordered by id."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(f"SELECT id, url, caption, source FROM {self.table} ORDER BY id")
+        except _MissingTable:
+            return []
+        return [Hit(id=r[0], url=r[1], distance=0.0, caption=r[2], source=r[3]) for r in rows]
+
+    def sibling(self, suffix: str) -> ClickHouseStore:
+        """A store on the table ``<table><suffix>`` over the same connection (for a re-embed)."""
+        layout = TableLayout(f"{self.table}{suffix}", self.layout.database, self.layout.cluster)
+        other = ClickHouseStore(
+            self._client, self._target, self.dialect, layout, 0, self.hnsw, hot_copy=False
+        )
+        other._lock = self._lock
+        other.dim = other._read_dim() or 0
+        return other
+
+    def replace_with(self, other: VectorStore) -> None:
+        """Make ``other``'s rows this table's rows (an atomic rename); ``other``'s table is gone after."""
+        assert isinstance(other, ClickHouseStore)
+        if self.layout.cluster:
+            raise StoreError("re-embedding a collection on a cluster (VDX_DB_CLUSTER) is not supported yet")
+        with self._lock:
+            for sql in self.layout.swap_sql(other.layout):
+                self._call_unlocked(functools.partial(self._client.command, sql))
+            self._drop_hot()
+        self.dim = other.dim
+        self._indexed = None
+
+    def drop(self) -> None:
+        """Drop this table and its model record."""
+        for sql in [*self.layout.drop_sql(), *self.layout.model.drop_sql()]:
+            self._command(sql)
+
+    # -- the collection's model --------------------------------------------------------------------
+
+    def model(self) -> ModelIdentity | None:
+        """The model recorded with the vectors, or None for a collection that has no record yet."""
+        try:
+            with self._missing_table_is_empty():
+                rows = self._query(self.layout.read_model_sql())
+        except _MissingTable:
+            return None
+        if not rows:
+            return None
+        name, dim, fingerprint = rows[0]
+        return ModelIdentity(str(name), int(dim), str(fingerprint))
+
+    def record_model(self, identity: ModelIdentity) -> None:
+        """Record ``identity`` as the model of the collection (a new latest row)."""
+        for sql in self.layout.create_model_sql():
+            self._command(sql)
+        self._command(
+            self.layout.insert_model_sql(),
+            {"n": identity.name, "d": int(identity.dim), "f": identity.fingerprint},
+            settings=self.layout.insert_settings,
+        )
+
     # -- vector index ------------------------------------------------------------------------------
 
     def index_create(
@@ -730,6 +844,7 @@ class ClickHouseStore:
             rows=self.count(),
             dim=self.dim,
             index=self.index_status(),
+            model=self.model(),
             cluster=self.layout.cluster,
         )
 
@@ -843,6 +958,8 @@ def _embedded_dir_locked(path: str) -> bool:
 def _connect(target: DbTarget) -> Client:
     if target.backend == "chdb":
         Path(target.path).mkdir(parents=True, exist_ok=True)
+        if _embedded_dir_locked(target.path):  # ask first: chDB would print its own error to stderr
+            raise DatabaseLocked(target.path)
         try:
             return clickhouse_connect.get_client(interface="chdb", path=target.path)
         except Error as e:

@@ -109,7 +109,7 @@ async def test_run_twice_installs_once_and_checks_the_token_before_ingest(
                 await proc.wait()
     text = "".join(out)
     assert "up to date" in text, text + err
-    assert "the token works" in text and "3 stored" in text, text + err
-    assert text.index("the token works") < text.index("3 stored") < text.index(" ready: ")
+    assert "the token works" in text and "3 new" in text, text + err
+    assert text.index("the token works") < text.index("3 new") < text.index(" ready: ")
     assert code == 0, err
     assert sorted(p.name for p in Path(stamp.parent, "lib").rglob("*.dist-info")) == installed

@@ -83,7 +83,7 @@ def test_unreachable_hub_uses_the_cached_model(
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(tiny_clip_dir, repo / "snapshots" / commit)
     code, output, elapsed = _ingest(tmp_path, hub_endpoint, HUB_MODEL)
-    assert code == 0 and "3 stored" in output, output
+    assert code == 0 and "3 new" in output, output
     warnings = [line for line in output.splitlines() if "hub is unreachable" in line]
     assert len(warnings) == 1 and "HF_HUB_OFFLINE=1" in warnings[0], output
     assert "Retrying" not in output

@@ -68,7 +68,8 @@ def test_folder_ingest_stores_each_photo_once_with_a_thumbnail(
     ids = [im.id for im in read_folder(photos)]
     assert len(set(ids)) == 10
     _thumbnails_ok(settings, ids)
-    with Image.open(cache_path(settings, stable_id("photo_00.jpg"))) as big:
+    by_name = {Path(im.location).name: im.id for im in read_folder(photos)}
+    with Image.open(cache_path(settings, by_name["photo_00.jpg"])) as big:
         assert big.size == (1280, 960)  # 2000x1500 scaled to fit 1280
     hits = store.get(ids)
     assert {h.source for h in hits} == {"folder"}
@@ -83,9 +84,16 @@ def test_folder_ingest_stores_each_photo_once_with_a_thumbnail(
     assert (again.stored, again.skipped_existing) == (0, 10)
     assert store.count() == 10
 
-    make_photos(photos / "new", 3)  # three more photos: only they are added
+    make_photos(photos / "copies", 3)  # the same bytes as three stored photos: reported, not stored
     more = ingest_folder(photos, store, encoder, settings, batch_size=4, progress=False)
-    assert (more.stored, more.skipped_existing) == (3, 10)
+    assert (more.new, more.unchanged, more.total) == (0, 10, 13)
+    assert sorted(Path(d).name for d, _ in more.duplicates) == [
+        "photo_00.jpg",
+        "photo_01.png",
+        "photo_02.webp",
+    ]
+    assert all("/copies/" in d and "/copies/" not in of for d, of in more.duplicates)
+    assert store.count() == 10
 
 
 def test_folder_ids_are_stable_and_limit_takes_the_first_files(photos: Path) -> None:
@@ -103,7 +111,8 @@ def test_exif_rotated_photo_is_stored_upright(
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.new("RGB", (300, 100), (10, 200, 30)).save(root / "sideways.jpg", exif=exif.tobytes())
     ingest_folder(root, store, encoder, settings, progress=False)
-    with Image.open(cache_path(settings, stable_id("sideways.jpg"))) as im:
+    [image] = read_folder(root)
+    with Image.open(cache_path(settings, image.id)) as im:
         assert im.size == (100, 300)
 
 

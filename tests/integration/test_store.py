@@ -360,3 +360,25 @@ def test_live_myscale(tmp_path: Path) -> None:
 )
 def test_live_clickhouse(tmp_path: Path) -> None:
     _live("VDX_TEST_CLICKHOUSE_URL", "clickhouse", tmp_path)
+
+
+def test_http_store_deletes_rows_records_the_model_and_swaps_a_table(
+    server: ChHttpServer, tmp_path: Path
+) -> None:
+    from core.records import ModelIdentity
+
+    cfg = Settings(data_dir=tmp_path / "data", db_url=server.url)
+    X = unit(np.random.default_rng(11), 6)
+    with open_store(cfg, dim=DIM) as s:
+        s.insert(batch([f"d{i}" for i in range(6)], X))
+        assert s.model() is None
+        s.record_model(ModelIdentity("first", DIM, "sha256:1"))
+        s.record_model(ModelIdentity("second", DIM, "sha256:2"))
+        assert s.model() == ModelIdentity("second", DIM, "sha256:2")  # the latest record wins
+        assert s.delete(["d0", "d5", "never"]) == 2
+        assert s.count() == 4 and "d0" not in {h.id for h in s.knn(X[0], 6)}
+        side = s.sibling("__reembed")
+        side.dim = DIM
+        side.insert(batch(["n1", "n2"], X[:2]))
+        s.replace_with(side)
+        assert s.ids_present(["d1", "n1", "n2"]) == {"n1", "n2"} and s.count() == 2
