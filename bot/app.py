@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
@@ -26,6 +27,7 @@ from telegram.ext import (
 from bot import redaction, texts
 from bot.edits import KeyboardEdits
 from bot.handlers import Handlers
+from bot.health import keep_heartbeat
 from bot.ratelimit import FloodLimiter
 from bot.redaction import TokenRedactor
 from bot.startup import TELEGRAM_API_URL, check_bot_api, ready_line
@@ -185,14 +187,21 @@ async def running(
         if webhook is None:
             await app.updater.start_polling(poll_interval=0.0, timeout=poll_timeout, allowed_updates=UPDATES)
         else:
-            await app.updater.start_webhook(
-                listen=webhook.listen,
-                port=webhook.port,
-                url_path=urlsplit(webhook.url).path.lstrip("/"),
-                webhook_url=webhook.url,
-                secret_token=webhook.secret_token,
-                allowed_updates=UPDATES,
-            )
+            try:
+                await app.updater.start_webhook(
+                    listen=webhook.listen,
+                    port=webhook.port,
+                    url_path=urlsplit(webhook.url).path.lstrip("/"),
+                    webhook_url=webhook.url,
+                    secret_token=webhook.secret_token,
+                    allowed_updates=UPDATES,
+                )
+            except TelegramError as e:  # e.g. "Bad webhook: an HTTPS URL must be provided for webhook"
+                raise ConfigError(f"Telegram refused the webhook URL {webhook.url}: {e.message}") from e
+            except OSError as e:  # the port is taken, or the address is not this machine's
+                raise ConfigError(
+                    f"cannot listen for the webhook on {webhook.listen}:{webhook.port}: {e.strerror or e}"
+                ) from e
         await app.start()
         try:
             yield app
@@ -292,7 +301,13 @@ async def _serve(
                         me, images=store.count(), model=encoder.model_name, database=store.url, mode=mode
                     )
                 )
-            await stop.wait()
+            heartbeat = asyncio.create_task(keep_heartbeat(app.bot, settings.heartbeat_path))
+            try:
+                await stop.wait()
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

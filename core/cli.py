@@ -627,6 +627,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s", type(e).__name__, exc_info=True)  # the whole chain, with -v
         print(f"vdx: error: {one_line(str(e))}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as e:  # no domain error describes it: one line here, the traceback with -v
+        log.info("unexpected error", exc_info=True)
+        what = one_line(f"{type(e).__name__}: {e}", ERROR_CHARS - 60)
+        print(f"vdx: error: unexpected {what} (run with -v for the details)", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt as e:
         from core.ingest import IngestInterrupted
 

@@ -54,6 +54,11 @@ class Settings:
         return self.data_dir / "state.sqlite3"
 
     @property
+    def heartbeat_path(self) -> Path:
+        """Touched by a running bot each time Telegram answers (the container's health check reads it)."""
+        return self.data_dir / "bot.heartbeat"
+
+    @property
     def image_cache_dir(self) -> Path:
         """Thumbnails (JPEG, longest side <= 1280 px) keyed by image id."""
         return self.data_dir / "images"
