@@ -132,6 +132,8 @@ def build_application(
         builder = builder.base_url(url).base_file_url(_file_url(url))
     app = builder.build()
     app.bot_data["events"] = events if events is not None else CollectionEvents()
+    # An ingest run through this bot wakes the alerts at once instead of at the next look.
+    app.bot_data["events"].subscribe(handlers.images_ingested)
     _register(app, handlers)
     return app
 
