@@ -56,34 +56,22 @@ TRAINED_FOR = {
 
 # Architectures of the bases M-CLIP names in ``modelBase`` (their hub config.json files), so that a
 # checkpoint directory alone is enough offline.
+_XLM_ROBERTA: dict[str, Any] = dict(
+    model_type="xlm-roberta",
+    vocab_size=250002,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+    bos_token_id=0,
+    eos_token_id=2,
+)
 BASE_CONFIGS: dict[str, dict[str, Any]] = {
     "xlm-roberta-large": dict(
-        model_type="xlm-roberta",
-        vocab_size=250002,
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
+        _XLM_ROBERTA, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
     ),
     "xlm-roberta-base": dict(
-        model_type="xlm-roberta",
-        vocab_size=250002,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=514,
-        type_vocab_size=1,
-        layer_norm_eps=1e-5,
-        pad_token_id=1,
-        bos_token_id=0,
-        eos_token_id=2,
+        _XLM_ROBERTA, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
     ),
 }
 
