@@ -359,6 +359,7 @@ def serve_commands(
             stop=stop,
             progress=False,
             ingest_lock=ingest_lock,
+            ingest_in_child=True,
         )
         return run_command(command, args, rt)
 

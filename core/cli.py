@@ -54,6 +54,7 @@ class Runtime:
     stop: threading.Event | None = None
     progress: bool = True
     ingest_lock: threading.Lock | None = None  # one ingest at a time in a serving process
+    ingest_in_child: bool = False  # read and embed in a child process (the bot keeps answering chats)
 
 
 DESCRIPTION = """\
@@ -404,6 +405,7 @@ def _ingest(args: argparse.Namespace, rt: Runtime) -> int:
                     progress=rt.progress,
                     events=rt.events,
                     stop=rt.stop,
+                    in_child=rt.ingest_in_child,
                 )
                 _print_report(rt, again)
             common = dict(
@@ -412,6 +414,7 @@ def _ingest(args: argparse.Namespace, rt: Runtime) -> int:
                 progress=rt.progress,
                 events=rt.events,
                 stop=rt.stop,
+                in_child=rt.ingest_in_child,
             )
             if images is not None:
                 report = ingest.ingest_images(

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
@@ -562,6 +562,7 @@ def _read_bytes(item: SourceImage, timeout: float, retries: int) -> bytes:
 class _Loaded:
     item: SourceImage
     pixels: Pixels | None = None  # the model's inputs for this one image
+    vector: np.ndarray | None = None  # or its vector, embedded by a child process
     broken: str = ""
     unreachable: bool = False
 
@@ -682,12 +683,14 @@ def ingest_images(
     replaces: Mapping[str, Sequence[str]] | None = None,
     stop: threading.Event | None = None,
     report: IngestReport | None = None,
+    in_child: bool = False,
 ) -> IngestReport:
     """Thumbnail, embed and insert ``images`` not yet stored; broken ones are listed in the report.
 
     ``replaces[id]`` are the ids of rows that the image's row supersedes (a changed file): they and
     their thumbnails are removed once the new row is stored. Setting ``stop`` ends the run as
     Ctrl-C does (:class:`IngestInterrupted`). Each stored batch is published on ``events``.
+    With ``in_child`` images are read and embedded in a child process (see :func:`_load_in_child`).
     """
     started = time.perf_counter()
     if report is None:
@@ -708,10 +711,17 @@ def ingest_images(
     # The model loads in the first worker that decodes an image (the others wait on its lock), so a
     # re-run whose remaining rows are all broken never pays for it.
     schema_ready = False
-    window = max(2 * batch_size, 4 * workers)  # bounded read-ahead: memory stays flat on 25k images
-    pool = _DaemonPool(workers, "vdx-ingest")
-    pending: deque[Future[_Loaded]] = deque()
-    queue: Iterator[SourceImage] = iter(todo)
+    load = _load_in_child if in_child else _load_in_threads
+    loads = load(
+        todo,
+        cache_dir,
+        encoder,
+        workers=workers,
+        batch_size=batch_size,
+        timeout=timeout,
+        retries=retries,
+        stop=stop,
+    )
     batch: list[_Loaded] = []
     loaded_ok = unreachable = 0
     bar = tqdm(
@@ -721,15 +731,6 @@ def ingest_images(
         file=sys.stderr,
         disable=None if progress else True,
     )
-
-    def refill() -> None:
-        while len(pending) < window:
-            item = next(queue, None)
-            if item is None:
-                return
-            pending.append(
-                pool.submit(functools.partial(_load, item, cache_dir, encoder, timeout, retries, stop))
-            )
 
     def flush() -> None:
         nonlocal schema_ready
@@ -747,7 +748,10 @@ def ingest_images(
                 store.record_model(encoder.identity)
             schema_ready = True
 
-        vectors = encoder.embed_pixels([b.pixels for b in batch if b.pixels is not None])
+        if batch[0].vector is not None:  # embedded by the child process
+            vectors = np.stack([b.vector for b in batch if b.vector is not None])
+        else:
+            vectors = encoder.embed_pixels([b.pixels for b in batch if b.pixels is not None])
         items = [b.item for b in batch]
         rows = ImageBatch(
             ids=[i.id for i in items],
@@ -776,18 +780,7 @@ def ingest_images(
         bar.update(len(items))
 
     try:
-        refill()
-        while pending:
-            future = pending.popleft()
-            while True:  # wake up now and then, so that ``stop`` is seen while downloads hang
-                if stop.is_set():
-                    raise KeyboardInterrupt
-                try:
-                    loaded = future.result(timeout=0.2)
-                    break
-                except FutureTimeout:
-                    continue
-            refill()
+        for loaded in loads:
             if loaded.broken:
                 report.broken.append(
                     (loaded.item.location if source == "folder" else loaded.item.id, loaded.broken)
@@ -812,13 +805,209 @@ def ingest_images(
         raise IngestInterrupted(report) from None
     finally:
         stop.set()
-        for f in pending:
-            f.cancel()
-        pool.shutdown()
+        loads.close()
         bar.close()
         remove_temporary_files(cache_dir, only_mine=True)
     report.seconds += time.perf_counter() - started
     return report
+
+
+def _wait(ready: Callable[[float], bool], stop: threading.Event) -> None:
+    """Wait until ``ready(timeout)`` says yes, waking up now and then so that ``stop`` is seen while
+    downloads hang (then :class:`KeyboardInterrupt`, as Ctrl-C)."""
+    while not ready(0.2):
+        if stop.is_set():
+            raise KeyboardInterrupt
+
+
+def _load_in_threads(
+    todo: Sequence[SourceImage],
+    cache_dir: Path,
+    encoder: ClipEncoder,
+    *,
+    workers: int,
+    batch_size: int,
+    timeout: float,
+    retries: int,
+    stop: threading.Event,
+) -> Generator[_Loaded, None, None]:
+    """Each of ``todo`` loaded (:func:`_load`) by ``workers`` threads, in order, with a bounded
+    read-ahead: memory stays flat on 25k images."""
+    window = max(2 * batch_size, 4 * workers)
+    pool = _DaemonPool(workers, "vdx-ingest")
+    pending: deque[Future[_Loaded]] = deque()
+    queue: Iterator[SourceImage] = iter(todo)
+
+    def refill() -> None:
+        while len(pending) < window:
+            item = next(queue, None)
+            if item is None:
+                return
+            pending.append(
+                pool.submit(functools.partial(_load, item, cache_dir, encoder, timeout, retries, stop))
+            )
+
+    def done(future: Future[_Loaded]) -> Callable[[float], bool]:
+        def ready(timeout: float) -> bool:
+            with contextlib.suppress(FutureTimeout):
+                future.result(timeout=timeout)
+            return future.done()
+
+        return ready
+
+    try:
+        refill()
+        while pending:
+            future = pending.popleft()
+            _wait(done(future), stop)
+            refill()  # keep the workers busy while the caller embeds
+            yield future.result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown()
+
+
+CHILD_NICE = 10  # the child process that embeds a served ingest yields the CPU to the bot
+
+
+@dataclass(frozen=True)
+class _ChildJob:
+    """What the child process of :func:`_load_in_child` needs (sent pickled; no open objects)."""
+
+    items: Sequence[SourceImage]
+    cache_dir: Path
+    model: str
+    device: str
+    torch_threads: int | None
+    fingerprint_cache: Path | None
+    workers: int
+    batch_size: int
+    timeout: float
+    retries: int
+
+
+def _load_in_child(
+    todo: Sequence[SourceImage],
+    cache_dir: Path,
+    encoder: ClipEncoder,
+    *,
+    workers: int,
+    batch_size: int,
+    timeout: float,
+    retries: int,
+    stop: threading.Event,
+) -> Generator[_Loaded, None, None]:
+    """As :func:`_load_in_threads`, and embedded, in a child process at a lower priority: a bot that
+    serves an ingest keeps its own interpreter (and its GIL) for answering chats, and inserts the
+    vectors that come back. The child is killed when the run stops early."""
+    import multiprocessing
+
+    job = _ChildJob(
+        items=list(todo),
+        cache_dir=cache_dir,
+        model=encoder.model_name,
+        device=encoder.requested_device,
+        torch_threads=encoder.torch_threads,
+        fingerprint_cache=encoder.fingerprint_cache,
+        workers=workers,
+        batch_size=batch_size,
+        timeout=timeout,
+        retries=retries,
+    )
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+    ours, theirs = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(theirs, job), name="vdx-ingest-child", daemon=True)
+    child.start()
+    theirs.close()
+
+    def ready(timeout: float) -> bool:
+        if ours.poll(timeout):
+            return True
+        if not child.is_alive() and not ours.poll():
+            raise IngestError(f"the image worker process ended unexpectedly (exit status {child.exitcode})")
+        return False
+
+    try:
+        while True:
+            _wait(ready, stop)
+            try:
+                message = ours.recv()
+            except EOFError:
+                child.join(5)
+                raise IngestError(
+                    f"the image worker process ended unexpectedly (exit status {child.exitcode})"
+                ) from None
+            kind = message[0]
+            if kind == "broken":
+                _, i, reason, unreachable = message
+                yield _Loaded(todo[i], broken=reason, unreachable=unreachable)
+            elif kind == "rows":
+                _, indices, vectors = message
+                for i, vector in zip(indices, vectors, strict=True):
+                    yield _Loaded(todo[i], vector=vector)
+            elif kind == "error":
+                raise IngestError(message[1])
+            else:  # "done"
+                return
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+        ours.close()
+        remove_temporary_files(cache_dir)  # half-written thumbnails of a killed child
+
+
+def _child_main(conn: Any, job: _ChildJob) -> None:
+    """The child process of :func:`_load_in_child`: load, embed, send back by batch."""
+    from core.encoder import ClipEncoder
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it kills us
+    with contextlib.suppress(OSError):
+        os.nice(CHILD_NICE)
+    try:
+        encoder = ClipEncoder(
+            job.model,
+            device=job.device,
+            torch_threads=job.torch_threads,
+            batch_size=job.batch_size,
+            fingerprint_cache=job.fingerprint_cache,
+        )
+        ready: list[tuple[int, _Loaded]] = []
+
+        def send_rows() -> None:
+            if ready:
+                vectors = encoder.embed_pixels([b.pixels for _, b in ready if b.pixels is not None])
+                conn.send(("rows", [i for i, _ in ready], vectors))
+                ready.clear()
+
+        loads = _load_in_threads(
+            job.items,
+            job.cache_dir,
+            encoder,
+            workers=job.workers,
+            batch_size=job.batch_size,
+            timeout=job.timeout,
+            retries=job.retries,
+            stop=threading.Event(),
+        )
+        for i, loaded in enumerate(loads):
+            if loaded.broken:
+                conn.send(("broken", i, loaded.broken, loaded.unreachable))
+                continue
+            ready.append((i, loaded))
+            if len(ready) >= job.batch_size:
+                send_rows()
+        send_rows()
+        conn.send(("done",))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        return  # the parent is gone or stopped the run
+    except Exception as e:
+        log.exception("the image worker process failed")
+        with contextlib.suppress(OSError):
+            conn.send(("error", str(e)[:300] or type(e).__name__))
+    finally:
+        conn.close()
 
 
 def _exit_at_second_ctrl_c() -> None:
@@ -957,6 +1146,7 @@ def ingest_folder(
     prune: bool = False,
     events: CollectionEvents | None = None,
     stop: threading.Event | None = None,
+    in_child: bool = False,
 ) -> IngestReport:
     """Bring the collection in line with every jpg/jpeg/png/webp below ``path``.
 
@@ -995,6 +1185,7 @@ def ingest_folder(
         replaces=plan.replaces,
         stop=stop,
         report=report,
+        in_child=in_child,
     )
     started = time.perf_counter()
     if prune and plan.gone:
@@ -1024,6 +1215,7 @@ def reembed(
     progress: bool = True,
     events: CollectionEvents | None = None,
     stop: threading.Event | None = None,
+    in_child: bool = False,
 ) -> IngestReport:
     """Embed every stored image again with ``encoder``, from its thumbnail; resumable.
 
@@ -1067,6 +1259,7 @@ def reembed(
         progress=progress,
         stop=stop,
         report=report,
+        in_child=in_child,
     )
     started = time.perf_counter()
     with _ctrl_c_deferred():

@@ -169,3 +169,54 @@ def test_ctrl_c_with_a_hanging_host_exits_in_about_two_seconds(tmp_path: Path, p
     if presses == 1:
         assert "interrupted; 0 images stored, run again to resume" in err
     assert _cache_tmp_files(data) == []
+
+
+def test_stopping_an_ingest_in_a_child_process_with_a_hanging_host(tmp_path: Path, tiny_clip_dir: Path) -> None:
+    """What the bot does when the terminal that sent ``vdx ingest`` presses Ctrl-C: the child process
+    that reads and embeds is killed within about two seconds, and leaves no half-written files."""
+    import multiprocessing
+
+    from core.config import Settings
+    from core.encoder import ClipEncoder
+    from core.ingest import IngestInterrupted, ingest_images, read_unsplash
+    from core.store import open_store
+
+    settings = Settings(data_dir=tmp_path / "data", clip_model=str(tiny_clip_dir), device="cpu")
+    encoder = ClipEncoder(str(tiny_clip_dir), device="cpu", torch_threads=1)
+    store = open_store(settings)
+    stop = threading.Event()
+    pressed: list[float] = []
+    with host(hang=True) as h:
+        images = read_unsplash(tsv_for(tmp_path, h.port, 50))
+
+        def press_when_stuck() -> None:
+            deadline = time.monotonic() + 120
+            while h.connections < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            pressed.append(time.monotonic())
+            stop.set()
+
+        presser = threading.Thread(target=press_when_stuck)
+        presser.start()
+        try:
+            with pytest.raises(IngestInterrupted) as stopped:
+                ingest_images(
+                    images,
+                    store,
+                    encoder,
+                    settings.image_cache_dir,
+                    source="unsplash",
+                    workers=4,
+                    progress=False,
+                    stop=stop,
+                    in_child=True,
+                )
+            returned = time.monotonic()
+            presser.join()
+        finally:
+            store.close()
+    assert h.connections >= 4  # the downloads were running in the child
+    assert stopped.value.report.stored == 0
+    assert multiprocessing.active_children() == []
+    assert _cache_tmp_files(settings.data_dir) == []
+    assert returned - pressed[0] < 5.0  # about 0.2 s on a quiet machine; the margin is for a loaded one

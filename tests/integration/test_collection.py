@@ -288,3 +288,32 @@ def test_reembed_resumes_after_an_interruption(
         assert np.min(np.sum(vectors * expected, axis=1)) > 0.99
         with pytest.raises(ModelMismatch):
             ingest_folder(root, store, old, settings, progress=False)
+
+
+def test_an_ingest_in_a_child_process_stores_what_one_in_threads_does(
+    tmp_path: Path, encoder: ClipEncoder, settings: Settings
+) -> None:
+    """The bot runs a served ingest's reading and embedding in a child process: same rows, same
+    vectors, broken files named the same way, thumbnails written, nothing half-written left."""
+    for i in range(7):
+        photo(tmp_path / "photos" / f"p{i}.jpg", i)
+    (tmp_path / "photos" / "notes.jpg").write_text("not a photo")
+    reports = {}
+    vectors = {}
+    for mode in (False, True):
+        s = Settings(data_dir=tmp_path / f"data-{mode}", clip_model=str(encoder.model_name), device="cpu")
+        store = open_store(s)
+        try:
+            reports[mode] = ingest(tmp_path / "photos", store, encoder, s, in_child=mode)
+            ids, matrix = store.vectors([r.id for r in store.all_rows()])
+            vectors[mode] = dict(zip(ids, matrix, strict=True))
+            assert all(cache_path(s, i).exists() for i in ids)
+            assert list(s.image_cache_dir.glob(".*.tmp")) == []
+        finally:
+            store.close()
+    threads, child = reports[False], reports[True]
+    assert (child.new, child.broken) == (threads.new, threads.broken) == (7, threads.broken)
+    assert [path for path, _ in child.broken] == [str((tmp_path / "photos" / "notes.jpg").resolve())]
+    assert vectors[True].keys() == vectors[False].keys()
+    for image_id, v in vectors[False].items():
+        np.testing.assert_allclose(vectors[True][image_id], v, atol=1e-5)
