@@ -340,10 +340,16 @@ async def _serve(
 
 
 def serve_commands(
-    settings: Settings, store: VectorStore, encoder: ClipEncoder, events: CollectionEvents
+    settings: Settings,
+    store: VectorStore,
+    encoder: ClipEncoder,
+    events: CollectionEvents,
+    *,
+    ingest_in_child: bool = True,
 ) -> CommandServer:
     """Serve ``vdx ingest/search/info/index`` from other terminals with the bot's own store and
-    encoder (the embedded database opens in one process only); see ``core.service``."""
+    encoder (the embedded database opens in one process only); see ``core.service``. An ingest
+    reads and embeds in a child process (``ingest_in_child``), so that chats keep their answers."""
     from core.cli import Runtime, run_command
 
     ingest_lock = threading.Lock()
@@ -359,7 +365,7 @@ def serve_commands(
             stop=stop,
             progress=False,
             ingest_lock=ingest_lock,
-            ingest_in_child=True,
+            ingest_in_child=ingest_in_child,
         )
         return run_command(command, args, rt)
 

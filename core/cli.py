@@ -424,6 +424,10 @@ def _ingest(args: argparse.Namespace, rt: Runtime) -> int:
                 report = ingest.ingest_folder(
                     args.path, store, encoder, settings, limit=args.limit, prune=args.prune, **common
                 )
+                if report.rekeys:  # the chats' votes follow the photos to their content ids
+                    from core.state import rename_images
+
+                    report.votes_kept = rename_images(settings.state_path, report.rekeys)
     return _print_report(rt, report)
 
 

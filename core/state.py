@@ -13,7 +13,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -295,6 +295,10 @@ def _voter_column(user_id: int, name: str) -> str:
 
 
 # --- schema -------------------------------------------------------------------------------------
+
+# Every table with an ``image_id`` column (see :meth:`State.rename_images`).
+IMAGE_ID_TABLES = ("round_items", "votes", "file_ids", "processed_callbacks", "session_seeds", "alerts_sent")
+
 
 
 async def m001_initial(db: aiosqlite.Connection) -> None:
@@ -1132,6 +1136,23 @@ class State:
 
     # reports
 
+    async def rename_images(self, renamed: Mapping[str, str]) -> int:
+        """Carry every vote, round, seed, alert and uploaded-photo record from each old image id to its
+        new one (``{old: new}``: the same photo under a new id); returns how many votes moved."""
+        moved = 0
+        async with self._tx() as db:
+            for old, new in renamed.items():
+                for table in IMAGE_ID_TABLES:
+                    # A row that already exists under the new id wins; the old one is then dropped.
+                    cur = await db.execute(
+                        f"UPDATE OR IGNORE {table} SET image_id = ? WHERE image_id = ?",  # noqa: S608 (a constant)
+                        (new, old),
+                    )
+                    if table == "votes":
+                        moved += max(cur.rowcount, 0)
+                    await db.execute(f"DELETE FROM {table} WHERE image_id = ?", (old,))  # noqa: S608
+        return moved
+
     async def _existing_session(self, session_id: int) -> Session:
         session = await self.session(session_id)
         if session is None:
@@ -1258,3 +1279,21 @@ def _session(row: aiosqlite.Row) -> Session:
         active=bool(row["active"]),
         boundary=None if row["boundary"] is None else float(row["boundary"]),
     )
+
+
+def rename_images(path: Path, renamed: Mapping[str, str]) -> int:
+    """:meth:`State.rename_images` on the state file at ``path`` from synchronous code (the command
+    line, or a command the bot serves in one of its threads); 0 when there is no state yet."""
+    import asyncio
+
+    if not renamed or not path.exists():
+        return 0
+
+    async def run() -> int:
+        state = await State.open(path)
+        try:
+            return await state.rename_images(renamed)
+        finally:
+            await state.close()
+
+    return asyncio.run(run())

@@ -317,3 +317,64 @@ def test_an_ingest_in_a_child_process_stores_what_one_in_threads_does(
     assert vectors[True].keys() == vectors[False].keys()
     for image_id, v in vectors[False].items():
         np.testing.assert_allclose(vectors[True][image_id], v, atol=1e-5)
+
+
+def test_votes_on_path_keyed_rows_follow_them_to_their_content_ids(
+    tmp_path: Path,
+    encoder: ClipEncoder,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A chat voted on photos of a vdx 0.1 collection; `vdx ingest folder` re-keys them by content
+    and the session's labels are still there under the new ids."""
+    import asyncio
+
+    from core.state import RoundItem, State
+
+    root = tmp_path / "photos"
+    files = [photo(root / f"p{i}.jpg", i) for i in range(3)]
+    old_ids = [stable_id(f.relative_to(root).as_posix()) for f in files]
+    store = open_store(settings)
+    try:
+        store.dim = encoder.dim
+        store.insert(
+            ImageBatch(
+                ids=old_ids,
+                urls=[f.resolve().as_uri() for f in files],
+                vectors=encoder.embed_images([Image.open(f) for f in files]),
+                captions=["p"] * 3,
+                sources=["folder"] * 3,
+            )
+        )
+    finally:
+        store.close()
+
+    async def vote() -> int:
+        state = await State.open(settings.state_path)
+        try:
+            session = await state.start_session(1, "a photo", np.ones(encoder.dim, dtype=np.float32))
+            items = [RoundItem(i + 1, image_id, "u") for i, image_id in enumerate(old_ids)]
+            rnd = await state.add_round(session.id, "round", items)
+            await state.toggle_vote(rnd.id, 1, 7, 1)
+            await state.toggle_vote(rnd.id, 2, 7, -1)
+            return session.id
+        finally:
+            await state.close()
+
+    async def labels(session_id: int) -> dict[str, int]:
+        state = await State.open(settings.state_path)
+        try:
+            return await state.labels(session_id)
+        finally:
+            await state.close()
+
+    session_id = asyncio.run(vote())
+    monkeypatch.setenv("VDX_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("VDX_CLIP_MODEL", str(encoder.model_name))
+    monkeypatch.setenv("VDX_DEVICE", "cpu")
+    assert main(["ingest", "folder", str(root)]) == 0
+    assert "3 rows of the earlier path-based id scheme were re-keyed by content; their 2 votes were kept" in (
+        capsys.readouterr().out
+    )
+    assert asyncio.run(labels(session_id)) == {sha_id(files[0]): 1, sha_id(files[1]): -1}
