@@ -14,6 +14,7 @@ import hashlib
 import http.client
 import io
 import logging
+import math
 import os
 import re
 import signal
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 THUMBNAIL_MAX_SIDE = 1280
+# A JPEG that the DCT decoder can scale to at least this long side (7/8 of the most) is kept at
+# that size: no full-size decode, no resize (a 2500 px photo gets a 1250 px thumbnail).
+THUMBNAIL_DRAFT_SIDE = THUMBNAIL_MAX_SIDE * 7 // 8
 UNSPLASH_WIDTH = 640  # ask images.unsplash.com for a resized image: plenty for CLIP's 224 px and the bot
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 UNSPLASH_REQUIRED = ("photo_id", "photo_image_url")
@@ -468,8 +472,11 @@ def _download(url: str, timeout: float, retries: int) -> bytes:
 def _decode(data: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
-        if image.format == "JPEG":
-            image.draft("RGB", (THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE))  # decode big JPEGs at 1/2..1/8 scale
+        width, height = image.size
+        if image.format == "JPEG" and max(width, height) > THUMBNAIL_MAX_SIDE:
+            # decode big JPEGs at 1/2..1/8 scale; draft() keeps both sides >= the size asked for
+            f = THUMBNAIL_DRAFT_SIDE / max(width, height)
+            image.draft("RGB", (max(1, math.ceil(width * f)), max(1, math.ceil(height * f))))
         image.load()
         return image
     except UnidentifiedImageError:
@@ -804,7 +811,8 @@ def ingest_images(
             else:
                 loaded_ok += 1
                 batch.append(loaded)
-                if len(batch) >= batch_size:
+                # The first batch is a quarter of the size: the model starts while the pipeline fills.
+                if len(batch) >= (batch_size if schema_ready else max(1, batch_size // 4)):
                     flush()
         flush()
     except KeyboardInterrupt:
@@ -1000,13 +1008,16 @@ def _child_main(conn: Any, job: _ChildJob) -> None:
             retries=job.retries,
             stop=threading.Event(),
         )
+        sent = False
         for i, loaded in enumerate(loads):
             if loaded.broken:
                 conn.send(("broken", i, loaded.broken, loaded.unreachable))
                 continue
             ready.append((i, loaded))
-            if len(ready) >= job.batch_size:
+            # The first batch is a quarter of the size, as in ingest_images.
+            if len(ready) >= (job.batch_size if sent else max(1, job.batch_size // 4)):
                 send_rows()
+                sent = True
         send_rows()
         conn.send(("done",))
     except (BrokenPipeError, EOFError, ConnectionResetError):
