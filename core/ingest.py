@@ -726,16 +726,7 @@ def ingest_images(
     # re-run whose remaining rows are all broken never pays for it.
     schema_ready = False
     load = _load_in_child if in_child else _load_in_threads
-    loads = load(
-        todo,
-        cache_dir,
-        encoder,
-        workers=workers,
-        batch_size=batch_size,
-        timeout=timeout,
-        retries=retries,
-        stop=stop,
-    )
+    loads = load(todo, cache_dir, encoder, _Reading(workers, batch_size, timeout, retries), stop)
     batch: list[_Loaded] = []
     loaded_ok = unreachable = 0
     bar = tqdm(
@@ -837,21 +828,28 @@ def _wait(ready: Callable[[float], bool], stop: threading.Event) -> None:
             raise KeyboardInterrupt
 
 
+@dataclass(frozen=True)
+class _Reading:
+    """How images are read: by how many worker threads, in batches of what size, with what
+    download timeout and retries."""
+
+    workers: int
+    batch_size: int
+    timeout: float
+    retries: int
+
+
 def _load_in_threads(
     todo: Sequence[SourceImage],
     cache_dir: Path,
     encoder: ClipEncoder,
-    *,
-    workers: int,
-    batch_size: int,
-    timeout: float,
-    retries: int,
+    reading: _Reading,
     stop: threading.Event,
 ) -> Generator[_Loaded, None, None]:
     """Each of ``todo`` loaded (:func:`_load`) by ``workers`` threads, in order, with a bounded
     read-ahead: memory stays flat on 25k images."""
-    window = max(2 * batch_size, 4 * workers)
-    pool = _DaemonPool(workers, "vdx-ingest")
+    window = max(2 * reading.batch_size, 4 * reading.workers)
+    pool = _DaemonPool(reading.workers, "vdx-ingest")
     pending: deque[Future[_Loaded]] = deque()
     queue: Iterator[SourceImage] = iter(todo)
 
@@ -861,7 +859,11 @@ def _load_in_threads(
             if item is None:
                 return
             pending.append(
-                pool.submit(functools.partial(_load, item, cache_dir, encoder, timeout, retries, stop))
+                pool.submit(
+                    functools.partial(
+                        _load, item, cache_dir, encoder, reading.timeout, reading.retries, stop
+                    )
+                )
             )
 
     def done(future: Future[_Loaded]) -> Callable[[float], bool]:
@@ -898,21 +900,14 @@ class _ChildJob:
     device: str
     torch_threads: int | None
     fingerprint_cache: Path | None
-    workers: int
-    batch_size: int
-    timeout: float
-    retries: int
+    reading: _Reading
 
 
 def _load_in_child(
     todo: Sequence[SourceImage],
     cache_dir: Path,
     encoder: ClipEncoder,
-    *,
-    workers: int,
-    batch_size: int,
-    timeout: float,
-    retries: int,
+    reading: _Reading,
     stop: threading.Event,
 ) -> Generator[_Loaded, None, None]:
     """As :func:`_load_in_threads`, and embedded, in a child process at a lower priority: a bot that
@@ -927,10 +922,7 @@ def _load_in_child(
         device=encoder.requested_device,
         torch_threads=encoder.torch_threads,
         fingerprint_cache=encoder.fingerprint_cache,
-        workers=workers,
-        batch_size=batch_size,
-        timeout=timeout,
-        retries=retries,
+        reading=reading,
     )
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
     ours, theirs = context.Pipe(duplex=False)
@@ -987,7 +979,7 @@ def _child_main(conn: Any, job: _ChildJob) -> None:
             job.model,
             device=job.device,
             torch_threads=job.torch_threads,
-            batch_size=job.batch_size,
+            batch_size=job.reading.batch_size,
             fingerprint_cache=job.fingerprint_cache,
         )
         ready: list[tuple[int, _Loaded]] = []
@@ -998,16 +990,7 @@ def _child_main(conn: Any, job: _ChildJob) -> None:
                 conn.send(("rows", [i for i, _ in ready], vectors))
                 ready.clear()
 
-        loads = _load_in_threads(
-            job.items,
-            job.cache_dir,
-            encoder,
-            workers=job.workers,
-            batch_size=job.batch_size,
-            timeout=job.timeout,
-            retries=job.retries,
-            stop=threading.Event(),
-        )
+        loads = _load_in_threads(job.items, job.cache_dir, encoder, job.reading, threading.Event())
         sent = False
         for i, loaded in enumerate(loads):
             if loaded.broken:
@@ -1015,7 +998,8 @@ def _child_main(conn: Any, job: _ChildJob) -> None:
                 continue
             ready.append((i, loaded))
             # The first batch is a quarter of the size, as in ingest_images.
-            if len(ready) >= (job.batch_size if sent else max(1, job.batch_size // 4)):
+            batch_size = job.reading.batch_size
+            if len(ready) >= (batch_size if sent else max(1, batch_size // 4)):
                 send_rows()
                 sent = True
         send_rows()

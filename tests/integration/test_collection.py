@@ -154,12 +154,8 @@ def test_moved_file_keeps_its_row_under_the_new_path(
     assert hit.url == new.resolve().as_uri()
 
 
-def test_rows_of_the_path_based_id_scheme_are_re_keyed_not_duplicated(
-    tmp_path: Path, store: ClickHouseStore, encoder: ClipEncoder, settings: Settings
-) -> None:
-    root = tmp_path / "photos"
-    files = [photo(root / "sub" / f"p{i}.jpg", i) for i in range(3)]
-    # What vdx 0.1 stored: ids from the path relative to the folder given, file:// urls, thumbnails.
+def store_as_vdx01(store: ClickHouseStore, encoder: ClipEncoder, root: Path, files: list[Path]) -> list[str]:
+    """Store ``files`` as vdx 0.1 did: ids from the path relative to the folder given, file:// urls."""
     old_ids = [stable_id(f.relative_to(root).as_posix()) for f in files]
     store.dim = encoder.dim
     store.insert(
@@ -167,10 +163,19 @@ def test_rows_of_the_path_based_id_scheme_are_re_keyed_not_duplicated(
             ids=old_ids,
             urls=[f.resolve().as_uri() for f in files],
             vectors=encoder.embed_images([Image.open(f) for f in files]),
-            captions=["p"] * 3,
-            sources=["folder"] * 3,
+            captions=["p"] * len(files),
+            sources=["folder"] * len(files),
         )
     )
+    return old_ids
+
+
+def test_rows_of_the_path_based_id_scheme_are_re_keyed_not_duplicated(
+    tmp_path: Path, store: ClickHouseStore, encoder: ClipEncoder, settings: Settings
+) -> None:
+    root = tmp_path / "photos"
+    files = [photo(root / "sub" / f"p{i}.jpg", i) for i in range(3)]
+    old_ids = store_as_vdx01(store, encoder, root, files)
     settings.image_cache_dir.mkdir(parents=True)
     for i, f in zip(old_ids, files, strict=True):
         shutil.copy(f, cache_path(settings, i))
@@ -337,19 +342,9 @@ def test_votes_on_path_keyed_rows_follow_them_to_their_content_ids(
 
     root = tmp_path / "photos"
     files = [photo(root / f"p{i}.jpg", i) for i in range(3)]
-    old_ids = [stable_id(f.relative_to(root).as_posix()) for f in files]
     store = open_store(settings)
     try:
-        store.dim = encoder.dim
-        store.insert(
-            ImageBatch(
-                ids=old_ids,
-                urls=[f.resolve().as_uri() for f in files],
-                vectors=encoder.embed_images([Image.open(f) for f in files]),
-                captions=["p"] * 3,
-                sources=["folder"] * 3,
-            )
-        )
+        old_ids = store_as_vdx01(store, encoder, root, files)
     finally:
         store.close()
 
