@@ -15,7 +15,9 @@ Three methods, chosen by :attr:`ClassifierParams.method`:
   Two guards keep few votes from undoing the prior: votes of one kind only (a round of all 👎)
   move the weight at most to cosine ``one_sided_min_cos`` from the prior, and when the fit, judged
   by approximate leave-one-out on the votes themselves, orders the chat's (👍, 👎) pairs worse than
-  the prior does, the prior is kept.
+  the prior does, the prior is kept. Votes are read as noisy evidence: a label-noise model fitted by
+  EM weighs each vote by how likely it is right given the other votes (leave-one-out), so a slipped
+  👍 unlike the chat's other 👍 is not learned by heart (``ClassifierParams.flip_rate``).
 * ``"rocchio"`` — classic relevance feedback: ``w_text + beta * mean(pos) - gamma * mean(neg)``.
 
 Every method returns a unit weight, so the weight doubles as the kNN search vector.
