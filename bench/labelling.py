@@ -81,8 +81,27 @@ VARIANTS = [
         "3–4 modes, 1–2 wanted; 60 % background; siblings closer and photos more varied; "
         "text leans to 2 unrelated concepts (x1.3)",
     ),
+    Variant(
+        "H4",
+        SyntheticConfig(
+            subclusters=(3, 4),
+            background=0.6,
+            txt_favourite=0.0,
+            txt_unrelated=2,
+            txt_error=1.3,
+            class_spread=0.35,
+            img_jitter=1.5,
+            sub_spread=0.8,
+            seed=404,
+        ),
+        (1, 2),
+        "held out: H3's settings with a fresh seed, never used to choose anything",
+    ),
 ]
 HARDEST = "H3"
+HELD_OUT = "H4"
+# Where the voter scenarios run: the hardest variant and the held-out one.
+VOTER_VARIANTS = (HARDEST, HELD_OUT)
 
 
 @dataclass(frozen=True)
@@ -308,7 +327,6 @@ def run(quick: bool = False) -> str:
     data_a = generate(SyntheticConfig(n_images=n_images))
     _log(f"data generated in {time.perf_counter() - t_start:.0f} s")
 
-    default = Explorer(stores[HARDEST])
     candidates: dict[str, Callable[[NumpyStore], Explorer]] = {
         f"prior + {DEFAULT_STRATEGY} (default)": lambda s: Explorer(s),
         "prior + hard": lambda s: Explorer(s, strategy="hard"),
@@ -331,15 +349,30 @@ def run(quick: bool = False) -> str:
             strategy_rows.append(summary_row(f"{v.name}: {label}", traces))
         _log(f"{v.name}: strategies done at {time.perf_counter() - t_start:.0f} s")
 
+    trusting = ClassifierParams(flip_rate=None)
     scenario_rows: list[str] = []
-    scenario_traces: dict[str, list[Trace]] = {}
-    for name, voters in SCENARIOS.items():
-        traces = per_variant[HARDEST][f"prior + {DEFAULT_STRATEGY} (default)"] if name == "one voter, clean" else run_all(
-            default, tasks[HARDEST], voters
-        )
-        scenario_traces[name] = traces
-        scenario_rows.append(summary_row(name, traces, scenario_traces["one voter, clean"]))
-    _log(f"voter scenarios done at {time.perf_counter() - t_start:.0f} s")
+    per_voters: dict[str, dict[str, list[Trace]]] = {}
+    trusted_gap: dict[tuple[str, str], float] = {}  # (variant, scenario) -> p@9 r5 vs clean, every vote trusted
+    for vn in VOTER_VARIANTS:
+        per_voters[vn] = {}
+        clean_traces = per_variant[vn][f"prior + {DEFAULT_STRATEGY} (default)"]
+        for name, voters in SCENARIOS.items():
+            traces = clean_traces if name == "one voter, clean" else run_all(Explorer(stores[vn]), tasks[vn], voters)
+            per_voters[vn][name] = traces
+            scenario_rows.append(summary_row(f"{vn}: {name}", traces, clean_traces))
+            if any(v.slip for v in voters):
+                before = run_all(Explorer(stores[vn], params=trusting), tasks[vn], voters)
+                trusted_gap[vn, name] = _mean(before, "p9", ROUNDS) - _mean(clean_traces, "p9", ROUNDS)
+                scenario_rows.append(summary_row(f"{vn}: {name}, every vote trusted (before)", before, clean_traces))
+        _log(f"{vn}: voter scenarios done at {time.perf_counter() - t_start:.0f} s")
+    noise_rows: list[str] = []
+    for vn in ("H1", "H2"):
+        clean_traces = per_variant[vn][f"prior + {DEFAULT_STRATEGY} (default)"]
+        for name in ("one voter, 10 % slips", "one voter, 20 % slips", "three voters, 15 % slips"):
+            for label, params in (("noise model (default)", ClassifierParams()), ("every vote trusted", trusting)):
+                traces = run_all(Explorer(stores[vn], params=params), tasks[vn], SCENARIOS[name])
+                noise_rows.append(summary_row(f"{vn}: {name}, {label}", traces, clean_traces))
+    _log(f"H1/H2 noise rows done at {time.perf_counter() - t_start:.0f} s")
 
     # Data A (the old, easy data): the default only, for continuity.
     store_a = NumpyStore(data_a.vectors.shape[1])
@@ -365,16 +398,45 @@ def run(quick: bool = False) -> str:
 
     hardest = per_variant[HARDEST][f"prior + {DEFAULT_STRATEGY} (default)"]
     p9_r3 = _mean(hardest, "p9", 3)
-    s_clean = _mean(scenario_traces["one voter, clean"], "p9", ROUNDS)
-    s3 = _mean(scenario_traces["three voters, 15 % slips"], "p9", ROUNDS)
-    s20 = _mean(scenario_traces["one voter, 20 % slips"], "p9", ROUNDS)
+    def gap(vn: str, name: str) -> float:
+        return _mean(per_voters[vn][name], "p9", ROUNDS) - _mean(per_voters[vn]["one voter, clean"], "p9", ROUNDS)
+
+    s3 = {vn: gap(vn, "three voters, 15 % slips") for vn in VOTER_VARIANTS}
+    s20 = {vn: gap(vn, "one voter, 20 % slips") for vn in VOTER_VARIANTS}
+    s10 = {vn: gap(vn, "one voter, 10 % slips") for vn in VOTER_VARIANTS}
+    held = per_variant[HELD_OUT][f"prior + {DEFAULT_STRATEGY} (default)"]
     below_any = {
         v.name: _ever_below(per_variant[v.name][f"prior + {DEFAULT_STRATEGY} (default)"], "results9") for v in VARIANTS
     }
-    reshown = sum(t.reshown for ts in scenario_traces.values() for t in ts) + sum(
+    reshown = sum(t.reshown for vn in per_voters.values() for ts in vn.values() for t in ts) + sum(
         t.reshown for vn in per_variant.values() for ts in vn.values() for t in ts
     )
     fit_next = statistics.median([s for t in chdb_traces for s in t.fit_next_s]) * 1e3
+
+    best_r3 = {
+        vn: max(
+            (label for label in runs if "original" not in label and "no guards" not in label),
+            key=lambda label: _mean(runs[label], "p9", 3),
+        )
+        for vn, runs in per_variant.items()
+    }
+    default_label = f"prior + {DEFAULT_STRATEGY} (default)"
+    behind = {
+        vn: _mean(per_variant[vn][b], "p9", 3) - _mean(per_variant[vn][default_label], "p9", 3)
+        for vn, b in best_r3.items()
+        if b != default_label
+    }
+    strategy_text = (
+        "Among the round strategies the default (mixed) is best or tied at round 3 on "
+        + ", ".join(vn for vn in per_variant if vn not in behind)
+        + (
+            "; "
+            + ", ".join(f"on {vn} {best_r3[vn]} is ahead by {d:.3f}" for vn, d in behind.items())
+            + "."
+            if behind
+            else "."
+        )
+    )
 
     def goal(ok: bool) -> str:
         return "met" if ok else "**missed**"
@@ -411,13 +473,24 @@ them) and the text vector names the whole concept:
 
 {round_table(hardest)}
 
-### Voters on the hardest variant ({HARDEST}, default)
+### Voters ({HARDEST}, the hardest, and {HELD_OUT}, held out; default)
 
 Each voter votes on every image of every round; a slip flips a vote; "wants another mode": that
 voter's 👍 are one of the concept's other modes. Votes are combined by `core.votes.combine`, as the bot does.
+"every vote trusted (before)": the same voters with the noise model off (`ClassifierParams(flip_rate=None)`,
+the fit before this change); "p@9 r5 vs clean" is against the clean run of the same variant.
 
 {SUMMARY_HEAD}
 {chr(10).join(scenario_rows)}
+
+### The noise model, chosen on H1 and H2
+
+The default reads votes as noisy evidence (flip rates fitted by EM, each vote weighed by how likely
+it is right given the others, see `core/classifier.py`); its settings (prior flip rate 0.1, 1 pseudo-vote,
+10 EM steps) were chosen on these two variants and then run unchanged on {HARDEST} and {HELD_OUT} above.
+
+{SUMMARY_HEAD}
+{chr(10).join(noise_rows)}
 
 ### Fit + next batch in the embedded chDB store ({n_images} rows, {HARDEST}, {len(chdb_traces)} concepts)
 
@@ -439,38 +512,52 @@ vector, distinct ones at 0.996); CLIP deduplication guides use thresholds of 0.9
 above every distinct synthetic neighbour above and at the low end of that range, so it errs on the
 side of keeping bursts out too.
 
-### Goals ({HARDEST}, {n_tasks} concepts)
+### Goals ({HARDEST}, {n_tasks} concepts; {HELD_OUT} beside it)
 
 | goal | measured | |
 |---|---|---|
-| p@9 after 3 rounds ≥ 0.90 | {p9_r3:.3f} | {goal(p9_r3 >= 0.90)} |
-| no concept below its zero-shot p@9 (⭐ Results) at any round, any variant | {", ".join(f"{k}: {x:.0%}" for k, x in below_any.items())} of concepts ever below | {goal(max(below_any.values()) == 0)} |
-| three voters, 15 % slips, within 0.03 of clean at round 5 | {s3 - s_clean:+.3f} | {goal(s3 >= s_clean - 0.03)} |
-| one voter, 20 % slips, within 0.06 of clean at round 5 | {s20 - s_clean:+.3f} | {goal(s20 >= s_clean - 0.06)} |
+| p@9 after 3 rounds ≥ 0.90 | {HARDEST}: {p9_r3:.3f}; {HELD_OUT}: {_mean(held, "p9", 3):.3f} | {goal(p9_r3 >= 0.90)} |
+| no concept below its zero-shot p@9 (⭐ Results) at any round, any variant (one clean voter) | {", ".join(f"{k}: {x:.0%}" for k, x in below_any.items())} of concepts ever below | {goal(max(below_any.values()) == 0)} |
+| three voters, 15 % slips, within 0.03 of clean at round 5 | {", ".join(f"{k}: {x:+.3f}" for k, x in s3.items())} | {goal(s3[HARDEST] >= -0.03)} |
+| one voter, 20 % slips, within 0.06 of clean at round 5 | {", ".join(f"{k}: {x:+.3f}" for k, x in s20.items())} | {goal(s20[HARDEST] >= -0.06)} |
 | no image shown twice in a session | {reshown} re-shown in all runs | {goal(reshown == 0)} |
 | fit + next batch ≤ 30 ms p50 at {n_images} in the embedded store | {fit_next:.1f} ms | {goal(fit_next <= 30)} |
 
 Where a goal is missed, and why:
 
 - **p@9 after 3 rounds** on {HARDEST} is {p9_r3:.3f}, {0.90 - p9_r3:.3f} short of 0.90 (it reaches {_mean(hardest, "p9", 4):.3f} after 4 rounds and
-  {_mean(hardest, "p9", 5):.3f} after 5). The person wants 1–2 of a concept's 3–4 modes and the text leans to the others and to
-  unrelated concepts: zero-shot p@9 is {_mean(hardest, "p9", 0):.3f}, so the first rounds hold only a few 👍 to learn from.
-  Among the strategies tried on every variant the default (mixed) is best or tied at round 3; on data A
-  it is at 1.0 from round 2.
-- **Noisy voters** cost far more than the goals allow ({s20 - s_clean:+.3f} for one voter with 20 % slips, {s3 - s_clean:+.3f} for three
-  with 15 %). On this data most images shown are 👎 for the person, so slips mostly *add* false 👍
-  (about 0.8 a round at 10 % slips, beside one to three true ones), and the class-balanced loss gives
-  each 👍 a large share of the fit. One voter's accuracy cannot be estimated from their own votes, so
-  Dawid–Skene cannot help there; with three voters the 2:1 majority is still wrong about 6 % of the
-  time. Slips can still end a session early ("sessions ended early": slips empty two rounds of 👍
-  and the boundary, fitted on wrong labels, is above everything left; with the end after one rejected
-  round it was 15 of 40 sessions at 10 % slips), and they make the leave-one-out guard keep the prior
-  more often. The voter who wants another mode is outvoted and weighed down to no effect (equal to the
-  clean run). Tried without a clear gain: a prior weight that decays with the votes, and re-weighing
-  each vote by how much the classifier's leave-one-out prediction agrees with it (+0.04 at 10 %
-  slips, nothing at 20 %).
+  {_mean(hardest, "p9", 5):.3f} after 5); on {HELD_OUT}, the same settings with another seed, it is {_mean(held, "p9", 3):.3f} ({_mean(held, "p9", 5):.3f} after 5),
+  so the seed alone moves it by that much and {HELD_OUT} is the harder of the two. The person wants 1–2 of a concept's 3–4 modes and the text leans to the others and to
+  unrelated concepts: zero-shot p@9 is {_mean(hardest, "p9", 0):.3f}. Per concept, p@9 is close to all or nothing: a session
+  is at 0.0–0.2 until a round happens to hold an image of the wanted mode and at 0.9–1.0 one round after,
+  so the mean at round 3 is mostly the share of concepts whose wanted mode has been found by then
+  (often it ranks 10–50 after a round of 👎, between the round's best and its spread picks). Tried on
+  H1 and H2 (the first two also on two more seeds of their settings), none better at round 3 (−0.04 to
+  +0.01 on the mean, within the spread between concepts): spread picks denser near the top, 6 best
+  instead of 5, a pool of 6 or 15 rounds' worth instead of 10, a round of spread picks only while there
+  is no 👍; a one-sided trust region of 0.9 was clearly worse (−0.1), 0.97 no better.
+  {strategy_text} On data A the default is at 1.0 from round 2.
+- **Noisy voters** still cost far more than the goals allow. p@9 at round 5 against the clean run, with
+  the noise model (and with every vote trusted, as before):
+  {"; ".join(f"{vn}: one voter 10 % {s10[vn]:+.3f} ({trusted_gap[vn, 'one voter, 10 % slips']:+.3f}), 20 % {s20[vn]:+.3f} ({trusted_gap[vn, 'one voter, 20 % slips']:+.3f}), three voters 15 % {s3[vn]:+.3f} ({trusted_gap[vn, 'three voters, 15 % slips']:+.3f})" for vn in VOTER_VARIANTS)}.
+  The noise model helps one voter most; for three voters, whose 2:1 majorities Dawid–Skene already
+  weighs down, it changes little either way (within the spread between concepts). Per concept p@9 is
+  close to all or nothing, and the loss is mostly concepts whose wanted mode is never found: a
+  slipped 👍 in the first rounds, when it is the only 👍 or one of two, carries half of the loss (the
+  two kinds of vote weigh half each, which is what lets a single true 👍 turn the classifier), so the
+  next rounds look around the wrong images; leave-one-out cannot tell a lone slip from the lone first
+  true 👍 of the wanted mode, since no other vote speaks for either. Once a few true 👍 agree with
+  each other, the noise model does catch the slips: a slipped 👍 is weighed down rather than learned
+  by heart, so it no longer sits in the best 9. Tried and not kept (measured on H1, most also on H2,
+  some on two more seeds of their settings): a floor on the weight of a rare class (each 👍 weighing at most a sixth
+  or a third of the loss) and weighing a distrusted vote down in absolute terms both stopped clean
+  sessions from finding their mode (p@9 r5 0.92 → 0.40–0.45 on H1); soft targets instead of weights;
+  per-vote flip rates from the Dawid–Skene agreement; equal weights for 3:0 and 2:1; a stronger
+  prior (2 or 4, worse clean and no better noisy); never ending a session (+0.01).
+  Slips can also end a session early ("sessions ended early"). The voter who wants another mode is
+  outvoted and weighed down ({", ".join(f"{vn}: {gap(vn, 'three voters, one wants another mode'):+.3f}" for vn in VOTER_VARIANTS)} against the clean run).
 
-Whole benchmark: {time.perf_counter() - t_start:.0f} s on the shared machine (other test runs going on at the same time).
+Whole benchmark: {time.perf_counter() - t_start:.0f} s on a shared 2-core machine (another developer's benchmarks and tests ran at the same time).
 """
     for s in stores.values():
         s.close()

@@ -15,7 +15,9 @@ Three methods, chosen by :attr:`ClassifierParams.method`:
   Two guards keep few votes from undoing the prior: votes of one kind only (a round of all 👎)
   move the weight at most to cosine ``one_sided_min_cos`` from the prior, and when the fit, judged
   by approximate leave-one-out on the votes themselves, orders the chat's (👍, 👎) pairs worse than
-  the prior does, the prior is kept.
+  the prior does, the prior is kept. Votes are read as noisy evidence: a label-noise model fitted by
+  EM weighs each vote by how likely it is right given the other votes (leave-one-out), so a slipped
+  👍 unlike the chat's other 👍 is not learned by heart (``ClassifierParams.flip_rate``).
 * ``"rocchio"`` — classic relevance feedback: ``w_text + beta * mean(pos) - gamma * mean(neg)``.
 
 Every method returns a unit weight, so the weight doubles as the kNN search vector.
@@ -52,6 +54,12 @@ class ClassifierParams:
     # see :func:`_approximate_loo`). None turns the guard off.
     loo_margin: float | None = 0.1
     loo_min_votes: int = 5  # ... once each kind has this many votes (below, leave-one-out is too noisy)
+    # Votes as noisy evidence ("prior" only): the expected share of slipped votes, the mean of a Beta
+    # prior on the flip rates that EM estimates from how each vote agrees with the others (see
+    # :func:`_fit_prior`). None trusts every vote fully. Chosen on bench H1-H2 (bench/results/labelling.md).
+    flip_rate: float | None = 0.1
+    flip_strength: float = 1.0  # the Beta prior's pseudo-votes: weak, the votes decide
+    noise_steps: int = 10  # EM steps (each a warm-started Newton fit and one leave-one-out pass)
     beta: float = 0.75  # "rocchio": weight of the positives' mean
     gamma: float = 0.25  # "rocchio": weight of the negatives' mean
 
@@ -128,7 +136,8 @@ class LinearClassifier:
                 and fit.loo_auc is not None
                 and min(pos.sum(), (1 - pos).sum()) >= self.params.loo_min_votes
             ):
-                prior_auc = _auc(X @ self._prior, pos)
+                keep = np.ones(len(pos), bool) if fit.trusted is None else fit.trusted
+                prior_auc = _auc(X[keep] @ self._prior, pos[keep])
                 if fit.loo_auc < prior_auc - self.params.loo_margin:
                     self.kept_prior = True
                     self._weight = self._prior.copy()
@@ -219,6 +228,8 @@ class _PriorFit:
     weight: np.ndarray  # unit
     bias: float  # cosine units
     loo_auc: float | None  # AUC of the approximate leave-one-out scores; None with one class
+    flips: tuple[float, float] | None = None  # estimated (false 👍, false 👎) rates; None without the noise model
+    trusted: np.ndarray | None = None  # votes the noise model believes (P(right) >= 0.5); None without it
 
 
 def _fit_prior(
@@ -230,12 +241,17 @@ def _fit_prior(
     Newton's method with a backtracking line search. The Hessian ``A'DA + R`` is ``dim x dim`` but has
     rank ``n`` (the number of votes) above a diagonal, so each step solves an ``n x n`` system
     (Woodbury identity): a few milliseconds for a hundred votes, where L-BFGS in torch took ~50 ms.
+
+    With ``p.flip_rate`` set, votes are read as noisy: a true 👎 is voted 👍 with rate ``rho0`` and a
+    true 👍 voted 👎 with rate ``rho1``, so ``P(vote 👍) = (1 - rho1) sigma(z) + rho0 (1 - sigma(z))``
+    (the label-noise model of Bootkrajang & Kabán 2012), fitted by EM. The E-step asks, for each
+    vote, how likely it is right given the vote and the classifier fitted on the *other* votes
+    (approximate leave-one-out, so a vote cannot vouch for itself); the M-step refits with each vote's
+    loss weighed by that probability and re-estimates the flip rates under a Beta prior centred on
+    ``p.flip_rate``. A slipped 👍 — an image the other votes say is unlike the chat's 👍 — then
+    counts little instead of being learned by heart, while a clean chat's votes, which the other
+    votes confirm, keep (nearly) their full weight.
     """
-    n_pos = float(sample_weight[pos > 0].sum())
-    n_neg = float(sample_weight[pos == 0].sum())
-    # Each class weighs half of the loss whatever the vote counts: rounds of hard negatives are
-    # mostly 👎, and an unbalanced loss would learn "everything is no".
-    c = sample_weight * np.where(pos > 0, 0.5 / max(n_pos, 1e-9), 0.5 / max(n_neg, 1e-9))
     y = pos.astype(np.float64)
     # With one class only, a free bias would explain every vote and teach the weight nothing.
     learn_bias = bool(pos.any() and not pos.all())
@@ -248,13 +264,83 @@ def _fit_prior(
         theta0 = np.append(theta0, 0.0)
     K = (A / r) @ A.T
 
+    c = _balanced(sample_weight, y)
+    theta = _newton(A, K, r, theta0, theta0, c, y, p.max_iter)
+    trust: np.ndarray | None = None
+    flips: tuple[float, float] | None = None
+    if p.flip_rate is not None and learn_bias and p.noise_steps > 0:
+        rho0 = rho1 = p.flip_rate
+        a = p.flip_strength * p.flip_rate  # Beta(a, b) pseudo-counts of slipped / right votes
+        b = p.flip_strength * (1.0 - p.flip_rate)
+        truth = y
+        for _ in range(p.noise_steps):
+            z = _approximate_loo(A, K, theta, c, y)
+            base = float((sample_weight * truth).sum() / sample_weight.sum())
+            truth = _true_yes(z, y, rho0, rho1, base)
+            # The share of true 👎 voted 👍, and of true 👍 voted 👎.
+            rho0 = float((sample_weight * (1 - truth) * y).sum() + a) / float(
+                (sample_weight * (1 - truth)).sum() + a + b
+            )
+            rho1 = float((sample_weight * truth * (1 - y)).sum() + a) / float(
+                (sample_weight * truth).sum() + a + b
+            )
+            trust = np.where(y > 0, truth, 1 - truth)
+            c = _balanced(sample_weight * trust, y)
+            theta = _newton(A, K, r, theta0, theta, c, y, p.max_iter)
+        flips = (rho0, rho1)
+    w = theta[: X.shape[1]]
+    b0 = float(theta[-1]) if learn_bias else 0.0
+    loo = _approximate_loo(A, K, theta, c, y) if learn_bias else None
+    trusted = None if trust is None else trust >= 0.5
+    loo_auc = None
+    if loo is not None:
+        keep = np.ones(len(y), bool) if trusted is None else trusted
+        if y[keep].any() and not y[keep].all():
+            loo_auc = _auc(loo[keep], y[keep])
+    # Score s.x.w + b = 0 at cosine x.(w/|w|) = -b / (s |w|): the decision boundary in cosine units.
+    return _PriorFit(_unit(w), b0 / (p.scale * (float(np.linalg.norm(w)) or 1.0)), loo_auc, flips, trusted)
+
+
+def _balanced(sample_weight: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per-vote loss weights for a loss where 👍 and 👎 weigh half each, whatever the vote counts:
+    rounds of hard negatives are mostly 👎, and an unbalanced loss would learn "everything is no"."""
+    n_pos = float(sample_weight[pos > 0].sum())
+    n_neg = float(sample_weight[pos <= 0].sum())
+    return np.asarray(sample_weight * np.where(pos > 0, 0.5 / max(n_pos, 1e-9), 0.5 / max(n_neg, 1e-9)))
+
+
+def _true_yes(z: np.ndarray, vote: np.ndarray, rho0: float, rho1: float, base: float) -> np.ndarray:
+    """P(the image is a true 👍 | its vote, the other votes' classifier logit ``z``).
+
+    The balanced fit's logit assumes even odds; ``base`` (the share of 👍 among the votes) puts the
+    real prior odds back before Bayes' rule is applied to the vote.
+    """
+    base = min(max(base, 1e-3), 1 - 1e-3)
+    q = 1.0 / (1.0 + np.exp(-(z + np.log(base / (1 - base)))))
+    yes = np.where(vote > 0, (1 - rho1) * q, rho1 * q)
+    no = np.where(vote > 0, rho0 * (1 - q), (1 - rho0) * (1 - q))
+    return np.asarray(yes / np.maximum(yes + no, 1e-12))
+
+
+def _newton(
+    A: np.ndarray,
+    K: np.ndarray,
+    r: np.ndarray,
+    theta0: np.ndarray,
+    start: np.ndarray,
+    c: np.ndarray,
+    y: np.ndarray,
+    max_iter: int,
+) -> np.ndarray:
+    """Minimise ``c . logloss(A theta, y) + 1/2 |theta - theta0|^2_r`` from ``start`` (Woodbury Newton)."""
+
     def objective(theta: np.ndarray) -> float:
         z = A @ theta
         return float(c @ (np.logaddexp(0.0, z) - y * z) + 0.5 * (r * (theta - theta0) ** 2).sum())
 
-    theta = theta0.copy()
+    theta = start.copy()
     f = objective(theta)
-    for _ in range(p.max_iter):
+    for _ in range(max_iter):
         prob = 1.0 / (1.0 + np.exp(-(A @ theta)))
         g = A.T @ (c * (prob - y)) + r * (theta - theta0)
         s = np.sqrt(c * prob * (1.0 - prob))
@@ -272,13 +358,7 @@ def _fit_prior(
                 break
             t *= 0.5
         theta, f = theta - t * step, f_new
-    w = theta[: X.shape[1]]
-    b = float(theta[-1]) if learn_bias else 0.0
-    loo = _approximate_loo(A, K, theta, c, y) if learn_bias else None
-    # Score s.x.w + b = 0 at cosine x.(w/|w|) = -b / (s |w|): the decision boundary in cosine units.
-    return _PriorFit(
-        _unit(w), b / (p.scale * (float(np.linalg.norm(w)) or 1.0)), None if loo is None else _auc(loo, y)
-    )
+    return theta
 
 
 def _approximate_loo(

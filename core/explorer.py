@@ -96,7 +96,7 @@ class MatchEstimate:
     """How many images in the collection score above the decision boundary (voted ones by their vote)."""
 
     count: int
-    at_least: bool  # the count reached the search limit: there are at least this many
+    at_least: bool  # the count is a lower bound (False: the store counted the whole collection)
     boundary: float
 
 
@@ -277,20 +277,20 @@ class Explorer:
             raise EmptyDataset()
         return page
 
-    def estimate_matches(self, session: ExplorerSession, limit: int = 1000) -> MatchEstimate | None:
+    def estimate_matches(self, session: ExplorerSession) -> MatchEstimate | None:
         """How many images score above the decision boundary (None before there is one), counting
-        voted images by their vote; searched among the ``limit`` best."""
+        voted images by their vote: the store counts the whole collection in one scan (``matches``),
+        the chat's 👎 left out and its 👍 below the boundary added."""
         if session.boundary is None and session.labels:
             self._recover_boundary(session)
         if session.boundary is None:
             return None
-        hits = self.store.knn(session.weights, limit)
-        above = {h.id for h in hits if 1.0 - h.distance > session.boundary}
-        above -= {i for i, v in session.labels.items() if v < 0}
-        above |= {i for i, v in session.labels.items() if v > 0}
-        return MatchEstimate(
-            len(above), len(hits) >= limit and 1.0 - hits[-1].distance > session.boundary, session.boundary
-        )
+        rejected = sorted(i for i, v in session.labels.items() if v < 0)
+        above = self.store.matches(session.weights, session.boundary, 1, exclude_ids=rejected).total
+        liked = [i for i, v in session.labels.items() if v > 0]
+        vectors = self._vectors(session, liked)
+        below = sum(1 for i in liked if i in vectors and float(vectors[i] @ session.weights) <= session.boundary)
+        return MatchEstimate(above + below, False, session.boundary)
 
     def _found(self, hits: list[Hit]) -> list[Hit]:
         """``hits``, unless the search came back empty because the collection is."""

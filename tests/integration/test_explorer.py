@@ -150,3 +150,27 @@ def test_bad_strategy_and_empty_collection_are_clear_errors(tmp_path: Path) -> N
             Explorer(store, strategy="nearest")  # type: ignore[arg-type]
     finally:
         store.close()
+
+
+def test_the_match_estimate_counts_the_whole_collection(store: ClickHouseStore, data: SyntheticData) -> None:
+    """"About N images match" is the exact count above the boundary, also past the best 1000: 👎 left
+    out, 👍 counted even below the boundary; the in-memory store gives the same count."""
+    from core.synthetic import NumpyStore
+
+    explorer = Explorer(store)
+    session = explorer.start_vector("concept", data.text_vectors[0])
+    explorer.fit(session, _votes(data, 0, [h.id for h in explorer.next_batch(session, 9)]))
+    assert session.boundary is not None
+    # A boundary low enough that well over 1000 of the 1500 images score above it.
+    session.boundary = float(np.quantile(data.vectors @ session.weights, 0.1))
+    estimate = explorer.estimate_matches(session)
+    assert estimate is not None and not estimate.at_least
+    scores = dict(zip(data.ids, (data.vectors @ session.weights).tolist(), strict=True))
+    expected = {i for i, s in scores.items() if s > session.boundary}
+    expected -= {i for i, v in session.labels.items() if v < 0}
+    expected |= {i for i, v in session.labels.items() if v > 0}
+    assert estimate.count == len(expected) > 1000
+    memory = NumpyStore(CONFIG.dim)
+    memory.insert(data.batch())
+    in_memory = Explorer(memory)
+    assert in_memory.estimate_matches(session) == estimate

@@ -138,3 +138,42 @@ def test_default_never_ranks_worse_than_zero_shot_and_beats_the_original(data) -
         gains_original.append(precision_at(labels[np.argsort(-original.score(X))], c, 9) - zero_shot)
     assert np.mean(gains_default) >= 0.15
     assert np.mean(gains_default) > np.mean(gains_original)
+
+
+
+def test_a_slipped_vote_unlike_the_other_thumbs_up_is_not_learned_by_heart(data) -> None:  # type: ignore[no-untyped-def]
+    """6 👍 on a concept's wanted mode, 9 👎 on another of its modes and 10 on other images, and one
+    image of the unwanted mode slipped to 👍: the noise model never ranks the slip higher than
+    trusting every vote does, and for some concepts pushes it far down."""
+    ranks = []
+    for c in range(len(data.text_vectors)):
+        modes = np.unique(data.modes[data.labels == c])
+        if len(modes) < 2:
+            continue
+        want = np.flatnonzero((data.labels == c) & (data.modes == modes[0]))
+        other = np.flatnonzero((data.labels == c) & (data.modes == modes[1]))
+        if len(want) < 30 or len(other) < 15:
+            continue
+        idx = np.r_[want[:6], other[:9], np.flatnonzero(data.labels != c)[:10]]
+        y = np.r_[np.ones(6), np.zeros(19)].astype(np.float32)
+        y[6] = 1.0  # the slip: other[0]
+        rank = []
+        for params in (ClassifierParams(flip_rate=None), ClassifierParams()):
+            s = LinearClassifier(data.text_vectors[c], params).fit(data.vectors[idx], y).score(data.vectors)
+            rank.append(int((s > s[other[0]]).sum()))
+        ranks.append(rank)
+    assert len(ranks) >= 5
+    assert all(noisy >= trusting for trusting, noisy in ranks)
+    assert any(trusting < 100 <= noisy for trusting, noisy in ranks)
+
+
+def test_clean_votes_move_the_classifier_as_before_under_the_noise_model(data) -> None:  # type: ignore[no-untyped-def]
+    """Votes that agree with each other keep (nearly) their full weight: the same weight as trusting them."""
+    c = 0
+    scores = data.vectors @ data.text_vectors[c]
+    idx = np.argsort(-scores)[:30]
+    y = (data.labels[idx] == c).astype(np.float32)
+    assert 0 < y.sum() < len(y)
+    trusting = LinearClassifier(data.text_vectors[c], ClassifierParams(flip_rate=None)).fit(data.vectors[idx], y)
+    default = LinearClassifier(data.text_vectors[c]).fit(data.vectors[idx], y)
+    assert float(default.weight @ trusting.weight) > 0.98
