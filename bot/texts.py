@@ -232,8 +232,6 @@ def matches(estimate: MatchEstimate | None) -> str:
     """How many images in the collection match, as far as the classifier can tell."""
     if estimate is None:
         return "Vote 👍 and 👎 on a few images and I can estimate how many in the collection match."
-    if estimate.at_least:
-        return f"At least {estimate.count} images in the collection score above the decision boundary."
     return f"About {estimate.count} images in the collection score above the decision boundary."
 
 

@@ -95,8 +95,7 @@ class ExplorerSession:
 class MatchEstimate:
     """How many images in the collection score above the decision boundary (voted ones by their vote)."""
 
-    count: int
-    at_least: bool  # the count is a lower bound (False: the store counted the whole collection)
+    count: int  # counted by the store over the whole collection
     boundary: float
 
 
@@ -290,7 +289,7 @@ class Explorer:
         liked = [i for i, v in session.labels.items() if v > 0]
         vectors = self._vectors(session, liked)
         below = sum(1 for i in liked if i in vectors and float(vectors[i] @ session.weights) <= session.boundary)
-        return MatchEstimate(above + below, False, session.boundary)
+        return MatchEstimate(above + below, session.boundary)
 
     def _found(self, hits: list[Hit]) -> list[Hit]:
         """``hits``, unless the search came back empty because the collection is."""
