@@ -26,8 +26,8 @@ import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +101,6 @@ class IngestReport:
     unchanged: int = 0
     removed: int = 0
     gone: int = 0
-    rekeyed: int = 0
     rekeys: dict[str, str] = field(default_factory=dict)
     votes_kept: int = 0
     moved: int = 0
@@ -109,6 +108,11 @@ class IngestReport:
     broken: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     report_path: Path | None = None
+
+    @property
+    def rekeyed(self) -> int:
+        """Rows stored under their content id in place of a path-based one."""
+        return len(set(self.rekeys.values()))
 
     @property
     def stored(self) -> int:
@@ -774,9 +778,7 @@ def ingest_images(
             for i in items:
                 if replaces.get(i.id):
                     report.changed += 1
-                    rekeyed = _path_keys(replaces[i.id], Path(i.location))
-                    report.rekeyed += bool(rekeyed)
-                    report.rekeys.update(dict.fromkeys(rekeyed, i.id))
+                    report.rekeys.update(dict.fromkeys(_path_keys(replaces[i.id], Path(i.location)), i.id))
                 else:
                     report.new += 1
         for o in old:
@@ -802,8 +804,7 @@ def ingest_images(
             else:
                 loaded_ok += 1
                 batch.append(loaded)
-                # The first batch is a quarter of the size: the model starts while the pipeline fills.
-                if len(batch) >= (batch_size if schema_ready else max(1, batch_size // 4)):
+                if _batch_full(len(batch), batch_size, first=not schema_ready):
                     flush()
         flush()
     except KeyboardInterrupt:
@@ -818,6 +819,12 @@ def ingest_images(
         remove_temporary_files(cache_dir, only_mine=True)
     report.seconds += time.perf_counter() - started
     return report
+
+
+def _batch_full(n: int, batch_size: int, *, first: bool) -> bool:
+    """Whether ``n`` images make a batch to embed: the first batch is a quarter of the size, so the
+    model starts while the pipeline fills."""
+    return n >= (max(1, batch_size // 4) if first else batch_size)
 
 
 def _wait(ready: Callable[[float], bool], stop: threading.Event) -> None:
@@ -866,19 +873,15 @@ def _load_in_threads(
                 )
             )
 
-    def done(future: Future[_Loaded]) -> Callable[[float], bool]:
-        def ready(timeout: float) -> bool:
-            with contextlib.suppress(FutureTimeout):
-                future.result(timeout=timeout)
-            return future.done()
-
-        return ready
-
     try:
         refill()
         while pending:
             future = pending.popleft()
-            _wait(done(future), stop)
+
+            def done(timeout: float, future: Future[_Loaded] = future) -> bool:
+                return bool(futures.wait([future], timeout).done)
+
+            _wait(done, stop)
             refill()  # keep the workers busy while the caller embeds
             yield future.result()
     finally:
@@ -930,11 +933,15 @@ def _load_in_child(
     child.start()
     theirs.close()
 
+    def died() -> IngestError:
+        child.join(5)
+        return IngestError(f"the image worker process ended unexpectedly (exit status {child.exitcode})")
+
     def ready(timeout: float) -> bool:
         if ours.poll(timeout):
             return True
         if not child.is_alive() and not ours.poll():
-            raise IngestError(f"the image worker process ended unexpectedly (exit status {child.exitcode})")
+            raise died()
         return False
 
     try:
@@ -943,10 +950,7 @@ def _load_in_child(
             try:
                 message = ours.recv()
             except EOFError:
-                child.join(5)
-                raise IngestError(
-                    f"the image worker process ended unexpectedly (exit status {child.exitcode})"
-                ) from None
+                raise died() from None
             kind = message[0]
             if kind == "broken":
                 _, i, reason, unreachable = message
@@ -997,9 +1001,7 @@ def _child_main(conn: Any, job: _ChildJob) -> None:
                 conn.send(("broken", i, loaded.broken, loaded.unreachable))
                 continue
             ready.append((i, loaded))
-            # The first batch is a quarter of the size, as in ingest_images.
-            batch_size = job.reading.batch_size
-            if len(ready) >= (batch_size if sent else max(1, batch_size // 4)):
+            if _batch_full(len(ready), job.reading.batch_size, first=not sent):
                 send_rows()
                 sent = True
         send_rows()
