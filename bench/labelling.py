@@ -49,6 +49,24 @@ class Variant:
     note: str
 
 
+H3 = Variant(
+    "H3",
+    SyntheticConfig(
+        subclusters=(3, 4),
+        background=0.6,
+        txt_favourite=0.0,
+        txt_unrelated=2,
+        txt_error=1.3,
+        class_spread=0.35,
+        img_jitter=1.5,
+        sub_spread=0.8,
+        seed=303,
+    ),
+    (1, 2),
+    "3–4 modes, 1–2 wanted; 60 % background; siblings closer and photos more varied; "
+    "text leans to 2 unrelated concepts (x1.3)",
+)
+
 VARIANTS = [
     Variant(
         "H1",
@@ -64,37 +82,11 @@ VARIANTS = [
         (1, 2),
         "3–4 modes, 1–2 wanted; 45 % background; text leans to 2 unrelated concepts (x1.2) and to one mode",
     ),
-    Variant(
-        "H3",
-        SyntheticConfig(
-            subclusters=(3, 4),
-            background=0.6,
-            txt_favourite=0.0,
-            txt_unrelated=2,
-            txt_error=1.3,
-            class_spread=0.35,
-            img_jitter=1.5,
-            sub_spread=0.8,
-            seed=303,
-        ),
-        (1, 2),
-        "3–4 modes, 1–2 wanted; 60 % background; siblings closer and photos more varied; "
-        "text leans to 2 unrelated concepts (x1.3)",
-    ),
+    H3,
     Variant(
         "H4",
-        SyntheticConfig(
-            subclusters=(3, 4),
-            background=0.6,
-            txt_favourite=0.0,
-            txt_unrelated=2,
-            txt_error=1.3,
-            class_spread=0.35,
-            img_jitter=1.5,
-            sub_spread=0.8,
-            seed=404,
-        ),
-        (1, 2),
+        replace(H3.config, seed=404),
+        H3.wanted,
         "held out: H3's settings with a fresh seed, never used to choose anything",
     ),
 ]
